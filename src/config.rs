@@ -1,0 +1,475 @@
+//! Typed, layered configuration: defaults, then a TOML file, then `AUTH_BROKER__SECTION__KEY`
+//! environment variables. Parsed and validated once at start-up and passed down; no globals.
+//!
+//! Secrets never appear inline: they are given as a hash (`sha256:<hex>`), or as a reference
+//! to an environment variable (`*_env`) or a file (`*_file`) holding the plain value, which is
+//! hashed on load and then dropped. Unknown keys are rejected, and every problem names its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::secret::{SecretHash, hash_secret};
+
+/// The file looked for when neither `--config` nor `AUTH_BROKER_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "config/auth-broker.toml";
+/// Prefix of environment overrides; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "AUTH_BROKER__";
+/// The org created by the embedded default when the config declares none.
+pub const BOOTSTRAP_ORG: &str = "default";
+
+/// The whole configuration tree; see `config/example.toml` for every key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listener and request limits.
+    pub server: ServerConfig,
+    /// System of record and local data directory.
+    pub storage: StorageConfig,
+    /// SCIM service-provider limits.
+    pub scim: ScimConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+    /// Tenants keyed by org id (used in URLs, e.g. `/scim/v2/{org}`).
+    pub orgs: BTreeMap<String, OrgConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Externally visible base URL (for SCIM `meta.location`); derived from `listen` when unset.
+    pub public_url: Option<String>,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Per-request time limit in seconds.
+    pub request_timeout_secs: u64,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for the embedded database and generated material.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; unset means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Connection pool size (SQLite always uses one writer connection).
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before answering 503.
+    pub acquire_timeout_ms: u64,
+}
+
+/// `[scim]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimConfig {
+    /// Upper bound on `count` (advertised as `filter.maxResults`).
+    pub max_results: u32,
+    /// Page size when the client sends no `count`.
+    pub default_count: u32,
+    /// Most resources a filter that cannot use an index may examine; beyond it, 400 `tooMany`.
+    pub max_filter_scan: u32,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `pretty`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `auth_broker=debug,info`.
+    pub level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Machine-readable, one JSON object per line.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// `[orgs.<id>]`: one tenant and its credentials.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgConfig {
+    /// Human-readable name.
+    pub display_name: Option<String>,
+    /// Accepted SCIM bearer tokens, as `sha256:<hex>` (several allow rotation).
+    pub scim_token_hashes: Vec<String>,
+    /// Environment variable holding a plain SCIM token.
+    pub scim_token_env: Option<String>,
+    /// File holding a plain SCIM token.
+    pub scim_token_file: Option<PathBuf>,
+    /// Accepted admin API keys, as `sha256:<hex>`.
+    pub admin_key_hashes: Vec<String>,
+    /// Environment variable holding a plain admin key.
+    pub admin_key_env: Option<String>,
+    /// File holding a plain admin key.
+    pub admin_key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            scim: ScimConfig::default(),
+            log: LogConfig::default(),
+            orgs: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            max_connections: 16,
+            acquire_timeout_ms: 2000,
+        }
+    }
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        Self { max_results: 1000, default_count: 100, max_filter_scan: 50_000 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file was read.
+    File(PathBuf),
+    /// No file anywhere: the embedded default (defaults + environment only).
+    Embedded,
+}
+
+/// A configuration problem, naming the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `orgs.acme.scim_token_env`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the typed tree.
+    #[error("{0}")]
+    Parse(String),
+    /// The tree parsed but failed validation.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+/// Overrides from the command line, applied after every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Finds the config file: `--config`, then `AUTH_BROKER_CONFIG`, then `config/auth-broker.toml`.
+pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            return Err(ConfigError::Parse(format!("config file {} does not exist", p.display())));
+        }
+        return Ok(Some(p.to_path_buf()));
+    }
+    if let Ok(p) = std::env::var("AUTH_BROKER_CONFIG")
+        && !p.is_empty()
+    {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(ConfigError::Parse(format!(
+                "AUTH_BROKER_CONFIG names {} which does not exist",
+                p.display()
+            )));
+        }
+        return Ok(Some(p));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+    Ok(default.is_file().then_some(default))
+}
+
+/// Loads defaults, the located TOML file and the environment, applies CLI overrides, validates.
+pub fn load(
+    explicit: Option<&Path>,
+    overrides: &CliOverrides,
+) -> Result<(Config, ConfigSource), ConfigError> {
+    let path = locate(explicit)?;
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(p) = &path {
+        figment = figment.merge(Toml::file_exact(p));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    let mut config: Config = figment.extract().map_err(|e| ConfigError::Parse(render_figment(e)))?;
+    if let Some(l) = &overrides.listen {
+        config.server.listen = l.clone();
+    }
+    if let Some(d) = &overrides.data_dir {
+        config.storage.data_dir = d.clone();
+    }
+    let problems = config.validate();
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    let source = path.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+    Ok((config, source))
+}
+
+fn render_figment(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { e.path.join(".") };
+            let msg = e.kind.to_string();
+            let origin = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            if key.is_empty() {
+                format!("{msg} ({origin})")
+            } else {
+                format!("{key}: {msg} ({origin})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { key: key.into(), message: message.into() }
+}
+
+/// True for identifiers usable as org ids in URLs: 1–63 of `a-z 0-9 - _`, starting alphanumeric.
+pub fn valid_org_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl Config {
+    /// Every problem in the tree, each naming its key; empty when the config is usable.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            out.push(problem("server.listen", "must be an address such as 127.0.0.1:8080"));
+        }
+        if let Some(u) = &self.server.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(problem("server.public_url", "must start with http:// or https://"));
+        }
+        if self.server.max_body_bytes < 1024 {
+            out.push(problem("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.request_timeout_secs == 0 {
+            out.push(problem("server.request_timeout_secs", "must be at least 1"));
+        }
+        if let Some(url) = &self.storage.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            out.push(problem("storage.database_url", "must start with postgres:// or sqlite:"));
+        }
+        if self.storage.max_connections == 0 {
+            out.push(problem("storage.max_connections", "must be at least 1"));
+        }
+        if self.scim.max_results == 0 {
+            out.push(problem("scim.max_results", "must be at least 1"));
+        }
+        if self.scim.default_count == 0 || self.scim.default_count > self.scim.max_results {
+            out.push(problem("scim.default_count", "must be between 1 and scim.max_results"));
+        }
+        if self.scim.max_filter_scan < self.scim.max_results {
+            out.push(problem("scim.max_filter_scan", "must be at least scim.max_results"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            out.push(problem("log.level", "is not a valid filter directive"));
+        }
+        for (id, org) in &self.orgs {
+            let base = format!("orgs.{id}");
+            if !valid_org_id(id) {
+                out.push(problem(&base, "org id must be 1-63 of a-z 0-9 - _"));
+            }
+            for (kind, hashes, env, file) in [
+                ("scim_token", &org.scim_token_hashes, &org.scim_token_env, &org.scim_token_file),
+                ("admin_key", &org.admin_key_hashes, &org.admin_key_env, &org.admin_key_file),
+            ] {
+                if let Err(p) = resolve_secret_hashes(&base, kind, hashes, env, file) {
+                    out.extend(p);
+                }
+            }
+            if org.scim_token_hashes.is_empty()
+                && org.scim_token_env.is_none()
+                && org.scim_token_file.is_none()
+            {
+                out.push(problem(
+                    format!("{base}.scim_token_hashes"),
+                    "an org needs a SCIM token (scim_token_hashes, scim_token_env or scim_token_file)",
+                ));
+            }
+        }
+        out
+    }
+
+    /// The database URL in force: the configured one, or SQLite inside `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.storage.database_url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.storage.data_dir.join("auth-broker.db").display()
+            ),
+        }
+    }
+
+    /// The base URL clients see, for `meta.location` and discovery documents.
+    pub fn public_url(&self, bound: Option<SocketAddr>) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!(
+                "http://{}",
+                bound.map(|a| a.to_string()).unwrap_or_else(|| self.server.listen.clone())
+            ),
+        }
+    }
+
+    /// Orgs with their credential hashes resolved (env/file secrets read and hashed).
+    pub fn resolved_orgs(&self) -> Result<Vec<OrgSpec>, ConfigError> {
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for (id, org) in &self.orgs {
+            let base = format!("orgs.{id}");
+            let scim = resolve_secret_hashes(
+                &base,
+                "scim_token",
+                &org.scim_token_hashes,
+                &org.scim_token_env,
+                &org.scim_token_file,
+            );
+            let admin = resolve_secret_hashes(
+                &base,
+                "admin_key",
+                &org.admin_key_hashes,
+                &org.admin_key_env,
+                &org.admin_key_file,
+            );
+            match (scim, admin) {
+                (Ok(scim), Ok(admin)) => out.push(OrgSpec {
+                    id: id.clone(),
+                    display_name: org.display_name.clone().unwrap_or_else(|| id.clone()),
+                    scim_tokens: scim,
+                    admin_keys: admin,
+                }),
+                (a, b) => {
+                    problems.extend(a.err().unwrap_or_default());
+                    problems.extend(b.err().unwrap_or_default());
+                }
+            }
+        }
+        if problems.is_empty() { Ok(out) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+/// An org from config with its credentials as hashes.
+#[derive(Debug, Clone)]
+pub struct OrgSpec {
+    /// The org id used in URLs.
+    pub id: String,
+    /// Human-readable name.
+    pub display_name: String,
+    /// Accepted SCIM token hashes.
+    pub scim_tokens: Vec<SecretHash>,
+    /// Accepted admin key hashes.
+    pub admin_keys: Vec<SecretHash>,
+}
+
+fn resolve_secret_hashes(
+    base: &str,
+    kind: &str,
+    hashes: &[String],
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Vec<SecretHash>, Vec<ConfigProblem>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (i, h) in hashes.iter().enumerate() {
+        match SecretHash::parse(h) {
+            Some(h) => out.push(h),
+            None => problems.push(problem(
+                format!("{base}.{kind}_hashes[{i}]"),
+                "must be sha256:<64 hex digits> (see `auth-broker hash-secret`)",
+            )),
+        }
+    }
+    if let Some(var) = env {
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => {
+                out.push(hash_secret(&SecretString::from(v.trim().to_string())))
+            }
+            _ => problems.push(problem(
+                format!("{base}.{kind}_env"),
+                format!("environment variable {var} is unset or empty"),
+            )),
+        }
+    }
+    if let Some(path) = file {
+        match std::fs::read_to_string(path) {
+            Ok(v) if !v.trim().is_empty() => {
+                out.push(hash_secret(&SecretString::from(v.trim().to_string())))
+            }
+            _ => problems.push(problem(
+                format!("{base}.{kind}_file"),
+                format!("{} is unreadable or empty", path.display()),
+            )),
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests;

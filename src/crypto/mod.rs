@@ -1,0 +1,3 @@
+//! Cryptographic helpers: hashing and constant-time checking of bearer credentials.
+
+pub mod secret;

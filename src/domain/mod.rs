@@ -1,0 +1,15 @@
+//! The rules of the broker, free of frameworks and adapters: identifiers, time, the directory
+//! (users, groups, memberships and what their changes mean), audit records and the ports that
+//! storage adapters implement. No axum, sqlx, redis or HTTP client import belongs here; the
+//! test `domain_is_pure` in the integration suite enforces it.
+
+pub mod audit;
+pub mod clock;
+pub mod directory;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod ports;
+
+pub use error::StoreError;
+pub use ids::{GroupId, OrgId, UserId};

@@ -1,0 +1,236 @@
+//! The traits storage adapters implement. Each write method is atomic: the resource change, its
+//! audit record and its directory events land together or not at all.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::audit::{AuditEntry, AuditRecord};
+use super::clock::Millis;
+use super::directory::{Group, GroupRef, Member, User};
+use super::error::StoreError;
+use super::events::DirectoryEvent;
+use super::ids::{GroupId, OrgId, UserId};
+
+/// The audit record and events that accompany a write, stored in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The audit record of the write.
+    pub audit: AuditEntry,
+    /// The directory events the write implies.
+    pub events: Vec<DirectoryEvent>,
+}
+
+/// A column the store can look resources up by, through an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexedAttr {
+    /// The resource id.
+    Id,
+    /// `userName` (users), case-insensitive.
+    UserName,
+    /// `externalId`, case-sensitive.
+    ExternalId,
+    /// `displayName`, case-insensitive.
+    DisplayName,
+    /// The user's primary e-mail, case-insensitive.
+    Email,
+}
+
+/// A column the store can sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortAttr {
+    /// `userName` (users) or `displayName` (groups).
+    Name,
+    /// `meta.created`.
+    Created,
+    /// `meta.lastModified`.
+    Modified,
+    /// Creation order then id: stable paging.
+    Natural,
+}
+
+/// Which rows of one org to read, in what order and how many.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Restrict to rows where the attribute equals this value.
+    pub lookup: Option<(IndexedAttr, String)>,
+    /// Order of the rows.
+    pub sort: SortAttr,
+    /// Descending instead of ascending.
+    pub descending: bool,
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return at most.
+    pub limit: u64,
+}
+
+/// A page of rows and the total number that matched.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The rows of this page.
+    pub items: Vec<T>,
+    /// How many rows matched in all.
+    pub total: u64,
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    /// The org id.
+    pub id: OrgId,
+    /// Human-readable name.
+    pub display_name: String,
+}
+
+/// What a stored credential lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// Provision through SCIM.
+    Scim,
+    /// Use the admin API.
+    Admin,
+    /// Fetch tokens through the gateway API.
+    Gateway,
+}
+
+impl CredentialKind {
+    /// The stored name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Scim => "scim",
+            CredentialKind::Admin => "admin",
+            CredentialKind::Gateway => "gateway",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scim" => Some(CredentialKind::Scim),
+            "admin" => Some(CredentialKind::Admin),
+            "gateway" => Some(CredentialKind::Gateway),
+            _ => None,
+        }
+    }
+}
+
+/// A credential as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    /// Credential id (used as the audit actor).
+    pub id: String,
+    /// The org it is bound to.
+    pub org: OrgId,
+    /// What it allows.
+    pub kind: CredentialKind,
+    /// A label for humans.
+    pub name: String,
+    /// `sha256:<hex>` of the secret.
+    pub secret_hash: String,
+    /// When it was created.
+    pub created_ms: Millis,
+}
+
+/// Orgs and their stored credentials.
+#[async_trait]
+pub trait Tenants: Send + Sync {
+    /// Creates the org or updates its display name.
+    async fn upsert_org(&self, org: &OrgRecord) -> Result<(), StoreError>;
+    /// All orgs.
+    async fn list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError>;
+    /// All stored credentials of every org.
+    async fn list_credentials(&self) -> Result<Vec<CredentialRecord>, StoreError>;
+    /// Stores credentials atomically, all or none (used by the first-start bootstrap).
+    async fn insert_credentials(&self, creds: &[CredentialRecord]) -> Result<(), StoreError>;
+}
+
+/// SCIM users, groups and memberships: the directory's system of record.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Answers when the store is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// One user by id, within its org.
+    async fn get_user(&self, org: &OrgId, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// Users of an org selected by `scan`.
+    async fn scan_users(&self, org: &OrgId, scan: &Scan) -> Result<Page<User>, StoreError>;
+    /// The groups each of the given users belongs to.
+    async fn groups_of(
+        &self,
+        org: &OrgId,
+        users: &[UserId],
+    ) -> Result<HashMap<UserId, Vec<GroupRef>>, StoreError>;
+    /// Inserts a new user; `Conflict("userName")` when the name is taken in the org.
+    async fn create_user(&self, user: &User, change: &Change) -> Result<(), StoreError>;
+    /// Replaces a user if its stored version is still `expected_version`.
+    async fn update_user(
+        &self,
+        user: &User,
+        expected_version: i64,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Deletes a user (and its memberships) if its version is still `expected_version`.
+    async fn delete_user(
+        &self,
+        org: &OrgId,
+        id: &UserId,
+        expected_version: i64,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+
+    /// One group by id, within its org.
+    async fn get_group(&self, org: &OrgId, id: &GroupId) -> Result<Option<Group>, StoreError>;
+    /// Groups of an org selected by `scan`.
+    async fn scan_groups(&self, org: &OrgId, scan: &Scan) -> Result<Page<Group>, StoreError>;
+    /// The members of each of the given groups.
+    async fn members_of(
+        &self,
+        org: &OrgId,
+        groups: &[GroupId],
+    ) -> Result<HashMap<GroupId, Vec<Member>>, StoreError>;
+    /// Which of the given ids are users of this org (membership validation).
+    async fn existing_users(&self, org: &OrgId, ids: &[UserId]) -> Result<Vec<UserId>, StoreError>;
+    /// Inserts a new group with its members.
+    async fn create_group(
+        &self,
+        group: &Group,
+        members: &[UserId],
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Replaces a group and applies a membership delta, if its version is still `expected_version`.
+    async fn update_group(
+        &self,
+        group: &Group,
+        expected_version: i64,
+        added: &[UserId],
+        removed: &[UserId],
+        change: &Change,
+    ) -> Result<(), StoreError>;
+    /// Deletes a group and its memberships if its version is still `expected_version`.
+    async fn delete_group(
+        &self,
+        org: &OrgId,
+        id: &GroupId,
+        expected_version: i64,
+        change: &Change,
+    ) -> Result<(), StoreError>;
+}
+
+/// The append-only audit log and the directory event outbox, read side.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Records after `after_seq`, oldest first, at most `limit`.
+    async fn audit_after(
+        &self,
+        org: &OrgId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Directory events after `after_seq`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        org: &OrgId,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, DirectoryEvent)>, StoreError>;
+}

@@ -1,0 +1,205 @@
+//! Start-up provisioning of tenants and credentials.
+//!
+//! Orgs declared in config are upserted on every start, with their credential hashes taken
+//! from config. When config declares no org at all (the embedded default), one org `default`
+//! is created and, on its first start only, a SCIM token, a gateway key and an admin key are
+//! generated (or taken from `AUTH_BROKER_BOOTSTRAP_*`), stored hashed, and returned once so
+//! the CLI can print them. Later starts find them stored and print nothing.
+
+use std::collections::HashMap;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{BOOTSTRAP_ORG, Config};
+use crate::crypto::secret::{SecretHash, generate_credential, hash_secret, hash_str};
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::ports::{CredentialKind, CredentialRecord, OrgRecord, Tenants};
+use crate::domain::{OrgId, StoreError};
+
+/// First credentials supplied by automation instead of being generated.
+#[derive(Default)]
+pub struct BootstrapSecrets {
+    /// `AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN`
+    pub scim_token: Option<SecretString>,
+    /// `AUTH_BROKER_BOOTSTRAP_GATEWAY_KEY`
+    pub gateway_key: Option<SecretString>,
+    /// `AUTH_BROKER_BOOTSTRAP_ADMIN_KEY`
+    pub admin_key: Option<SecretString>,
+}
+
+impl BootstrapSecrets {
+    /// Reads the `AUTH_BROKER_BOOTSTRAP_*` variables (empty values count as unset).
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(SecretString::from)
+        };
+        Self {
+            scim_token: var("AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN"),
+            gateway_key: var("AUTH_BROKER_BOOTSTRAP_GATEWAY_KEY"),
+            admin_key: var("AUTH_BROKER_BOOTSTRAP_ADMIN_KEY"),
+        }
+    }
+}
+
+/// Credentials generated on this start, to be shown once and never again.
+pub struct GeneratedCredentials {
+    /// The org they belong to.
+    pub org: String,
+    /// Kind and plain value of each generated credential.
+    pub values: Vec<(CredentialKind, SecretString)>,
+}
+
+/// One accepted credential: who it is (audit actor) and its hash.
+#[derive(Debug, Clone)]
+pub struct CredentialEntry {
+    /// Audit actor, e.g. `scim:config:acme#0` or `scim:bootstrap-scim`.
+    pub actor: String,
+    /// What it allows.
+    pub kind: CredentialKind,
+    /// SHA-256 of the secret.
+    pub hash: SecretHash,
+}
+
+/// In-memory index of every accepted credential, by org, so authentication costs one hash
+/// and a few constant-time comparisons and never a database query.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialIndex {
+    by_org: HashMap<String, Vec<CredentialEntry>>,
+}
+
+impl CredentialIndex {
+    /// Adds a credential for an org.
+    pub fn add(&mut self, org: &str, entry: CredentialEntry) {
+        self.by_org.entry(org.to_string()).or_default().push(entry);
+    }
+
+    /// The actor of the credential of `kind` for `org` that `presented` matches, if any.
+    /// Every candidate of the org is compared, in constant time, whatever matches first.
+    pub fn verify(&self, org: &str, kind: CredentialKind, presented: &str) -> Option<String> {
+        let entries = self.by_org.get(org)?;
+        let h = hash_str(presented);
+        let mut found = None;
+        for e in entries {
+            if e.hash.ct_eq(&h) && e.kind == kind && found.is_none() {
+                found = Some(e.actor.clone());
+            }
+        }
+        found
+    }
+
+    /// The orgs that have at least one credential.
+    pub fn orgs(&self) -> impl Iterator<Item = &str> {
+        self.by_org.keys().map(String::as_str)
+    }
+}
+
+/// Upserts orgs, creates first credentials if needed, and builds the credential index.
+pub async fn bootstrap(
+    config: &Config,
+    store: &dyn Tenants,
+    secrets: BootstrapSecrets,
+) -> Result<(CredentialIndex, Option<GeneratedCredentials>), BootstrapError> {
+    let orgs = config.resolved_orgs().map_err(|e| BootstrapError::Config(e.to_string()))?;
+    let mut index = CredentialIndex::default();
+    for org in &orgs {
+        store
+            .upsert_org(&OrgRecord {
+                id: OrgId::new(&org.id),
+                display_name: org.display_name.clone(),
+            })
+            .await?;
+        for (i, h) in org.scim_tokens.iter().enumerate() {
+            index.add(
+                &org.id,
+                CredentialEntry {
+                    actor: format!("scim:config:{}#{i}", org.id),
+                    kind: CredentialKind::Scim,
+                    hash: h.clone(),
+                },
+            );
+        }
+        for (i, h) in org.admin_keys.iter().enumerate() {
+            index.add(
+                &org.id,
+                CredentialEntry {
+                    actor: format!("admin:config:{}#{i}", org.id),
+                    kind: CredentialKind::Admin,
+                    hash: h.clone(),
+                },
+            );
+        }
+    }
+    let mut generated = None;
+    if orgs.is_empty() {
+        store
+            .upsert_org(&OrgRecord {
+                id: OrgId::new(BOOTSTRAP_ORG),
+                display_name: "Default".into(),
+            })
+            .await?;
+        let existing = store.list_credentials().await?;
+        if !existing.iter().any(|c| c.org.as_str() == BOOTSTRAP_ORG) {
+            generated = first_credentials(store, secrets).await?;
+        }
+    }
+    for c in store.list_credentials().await? {
+        let Some(hash) = SecretHash::parse(&c.secret_hash) else {
+            tracing::error!(credential = %c.id, "stored credential hash is malformed; ignoring it");
+            continue;
+        };
+        index.add(
+            c.org.as_str(),
+            CredentialEntry { actor: format!("{}:{}", c.kind.as_str(), c.id), kind: c.kind, hash },
+        );
+    }
+    Ok((index, generated))
+}
+
+async fn first_credentials(
+    store: &dyn Tenants,
+    secrets: BootstrapSecrets,
+) -> Result<Option<GeneratedCredentials>, BootstrapError> {
+    let now = SystemClock.now_ms();
+    let mut shown = Vec::new();
+    let mut records = Vec::new();
+    for (kind, given, prefix) in [
+        (CredentialKind::Scim, secrets.scim_token, "ab_scim"),
+        (CredentialKind::Gateway, secrets.gateway_key, "ab_gw"),
+        (CredentialKind::Admin, secrets.admin_key, "ab_admin"),
+    ] {
+        let value = match given {
+            Some(v) => v,
+            None => {
+                let v = generate_credential(prefix);
+                shown.push((kind, SecretString::from(v.expose_secret().to_string())));
+                v
+            }
+        };
+        records.push(CredentialRecord {
+            id: format!("bootstrap-{}", kind.as_str()),
+            org: OrgId::new(BOOTSTRAP_ORG),
+            kind,
+            name: format!("bootstrap {}", kind.as_str()),
+            secret_hash: hash_secret(&value).to_string(),
+            created_ms: now,
+        });
+    }
+    match store.insert_credentials(&records).await {
+        Ok(()) => Ok((!shown.is_empty())
+            .then(|| GeneratedCredentials { org: BOOTSTRAP_ORG.into(), values: shown })),
+        // Another replica bootstrapped first: its credentials stand, ours were never stored.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why start-up provisioning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A credential reference in config could not be resolved.
+    #[error("{0}")]
+    Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
