@@ -9,6 +9,7 @@
 //! `ne` is the negation of `eq`: it matches when no value of the attribute equals the literal,
 //! including when the attribute is missing. `eq null` matches a missing or null attribute.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -622,15 +623,15 @@ fn compare_one(target: &Value, op: CompareOp, lit: &Value, rules: Rules) -> bool
             {
                 return ordering_matches(op, x.cmp(&y));
             }
-            let (a, b) = if rules.case_exact {
-                (a.clone(), b.clone())
+            let (a, b): (Cow<str>, Cow<str>) = if rules.case_exact {
+                (a.into(), b.into())
             } else {
-                (a.to_lowercase(), b.to_lowercase())
+                (a.to_lowercase().into(), b.to_lowercase().into())
             };
             match op {
-                CompareOp::Co => a.contains(&b),
-                CompareOp::Sw => a.starts_with(&b),
-                CompareOp::Ew => a.ends_with(&b),
+                CompareOp::Co => a.contains(&*b),
+                CompareOp::Sw => a.starts_with(&*b),
+                CompareOp::Ew => a.ends_with(&*b),
                 _ => ordering_matches(op, a.cmp(&b)),
             }
         }
@@ -677,7 +678,8 @@ fn sort_value<'a>(resource: &'a Value, path: &AttrPath) -> Option<&'a Value> {
 }
 
 /// Ordering for `sortBy` (ascending; missing values sort last; strings case-insensitively,
-/// ties broken case-sensitively). For descending order reverse only the present values.
+/// caseExact attributes and ties case-sensitively). Reversing the whole result gives the RFC 7644
+/// §3.4.2.3 descending order, in which missing values come first.
 pub fn sort_key_cmp(a: &Value, b: &Value, path: &AttrPath) -> Ordering {
     fn rank(v: &Value) -> u8 {
         match v {
@@ -693,10 +695,14 @@ pub fn sort_key_cmp(a: &Value, b: &Value, path: &AttrPath) -> Ordering {
         (Some(_), None) => Ordering::Less,
         (Some(x), Some(y)) => match (x, y) {
             (Value::String(x), Value::String(y)) => {
-                if Rules::of(None, path).date
+                let rules = Rules::of(None, path);
+                if rules.date
                     && let (Some(dx), Some(dy)) = (parse_date(x), parse_date(y))
                 {
                     return dx.cmp(&dy);
+                }
+                if rules.case_exact {
+                    return x.cmp(y);
                 }
                 x.to_lowercase()
                     .cmp(&y.to_lowercase())

@@ -6,6 +6,8 @@
 //! Values are stored as given (no type coercion). Operations apply in order to the caller's
 //! copy of the resource; the first error aborts and atomicity is the caller's concern.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -252,21 +254,13 @@ fn check_mutable(kind: ResourceKind, name: &str) -> Result<(), ScimError> {
 }
 
 fn is_multi_valued(kind: ResourceKind, name: &str) -> bool {
-    const USER: [&str; 9] = [
-        "emails",
-        "phoneNumbers",
-        "ims",
-        "photos",
-        "addresses",
-        "groups",
-        "entitlements",
-        "roles",
-        "x509Certificates",
-    ];
-    match kind {
-        ResourceKind::User => USER.iter().any(|n| name.eq_ignore_ascii_case(n)),
-        ResourceKind::Group => name.eq_ignore_ascii_case("members"),
-    }
+    let names = match kind {
+        ResourceKind::User => {
+            "emails phoneNumbers ims photos addresses groups entitlements roles x509Certificates"
+        }
+        ResourceKind::Group => "members",
+    };
+    names.split(' ').any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Where a single op lands once its path is parsed.
@@ -379,7 +373,11 @@ fn remove_ci(map: &mut Map<String, Value>, name: &str) {
 
 fn get_ci<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
-    find_key(obj, name).and_then(|k| obj.get(&k))
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 /// True when `new` duplicates `existing` for the purpose of `add`.
@@ -401,11 +399,26 @@ fn designates(existing: &Value, given: &Value) -> bool {
     }
 }
 
-/// Appends `new` to `items`, skipping duplicates; returns the indices appended.
+/// Appends `new` to `items`, skipping duplicates; returns the indices appended. Elements
+/// compared by `value` use a hash set so large member lists stay linear.
 fn append(items: &mut Vec<Value>, new: Vec<Value>, by_value: bool) -> Vec<usize> {
+    let id = |v: &Value| {
+        get_ci(v, "value")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut ids: HashSet<String> = if by_value {
+        items.iter().filter_map(id).collect()
+    } else {
+        HashSet::new()
+    };
     let mut touched = Vec::new();
     for v in new {
-        if !items.iter().any(|e| duplicate(e, &v, by_value)) {
+        let dup = match id(&v).filter(|_| by_value) {
+            Some(key) => !ids.insert(key),
+            None => items.iter().any(|e| duplicate(e, &v, by_value)),
+        };
+        if !dup {
             touched.push(items.len());
             items.push(v);
         }
@@ -435,11 +448,7 @@ fn enforce_primary(items: &mut [Value], touched: &[usize]) {
 
 fn shaped(target: &Target<'_>, value: &Value) -> Value {
     match value {
-        Value::String(s) if target.manager => {
-            let mut m = Map::new();
-            m.insert("value".to_owned(), Value::String(s.clone()));
-            Value::Object(m)
-        }
+        Value::String(_) if target.manager => single("value", value.clone()),
         Value::Array(_) | Value::Null => value.clone(),
         other if target.multi => Value::Array(vec![other.clone()]),
         other => other.clone(),

@@ -82,6 +82,7 @@ pub(crate) fn parse_attr_token(tok: &str) -> Result<AttrPath, String> {
     let (urn, rest) = match tok.rfind(':') {
         None => (None, tok),
         Some(idx) => {
+            // `idx` is the byte offset of an ASCII ':', so both slices are on char boundaries.
             let urn = &tok[..idx];
             let valid_urn = urn.len() > 4
                 && urn.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
@@ -171,6 +172,7 @@ pub fn parse_patch_path(input: &str) -> Result<PatchPath, ScimError> {
             sub: None,
         });
     };
+    // `open` and `close` index ASCII brackets: every slice below is on a char boundary.
     let attr = parse_attr_token(&input[..open]).map_err(ScimError::invalid_path)?;
     if attr.sub.is_some() {
         return Err(ScimError::invalid_path(format!(

@@ -1,8 +1,8 @@
 //! SCIM schema definitions (RFC 7643 §4, §7, §8.7) and the discovery documents built from them
 //! (`/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`, RFC 7644 §4).
 //!
-//! The attribute tables (`schema/tables.rs`) are the single source of truth: normalization, projection
-//! and the published `Schema` resources all read the same [`AttrDef`] values.
+//! The attribute tables (`schema/tables.rs`) are the single source of truth: normalization,
+//! projection and the published `Schema` resources all read the same [`AttrDef`] values.
 
 use serde_json::{Map, Value, json};
 

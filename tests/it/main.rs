@@ -1,1 +1,16 @@
+//! The integration suite: the real application in-process on port 0, against real PostgreSQL
+//! and real SQLite, driven over HTTP exactly as Okta and Entra drive it.
 
+mod support;
+
+mod cli;
+mod concurrency;
+mod entra;
+mod errors;
+mod okta;
+mod ops;
+mod purity;
+mod scim_groups;
+mod scim_users;
+mod store_conformance;
+mod tenancy;

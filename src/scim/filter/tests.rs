@@ -607,6 +607,15 @@ fn sort_order() {
         sort_key_cmp(&primary, &mk(json!("b@x")), &emails),
         Ordering::Less
     );
+    let id = AttrPath::parse("id").unwrap();
+    assert_eq!(
+        sort_key_cmp(&json!({"id": "B"}), &json!({"id": "a"}), &id),
+        Ordering::Less
+    );
+    assert_eq!(
+        sort_key_cmp(&json!({"userName": "B"}), &json!({"userName": "a"}), &p),
+        Ordering::Greater
+    );
     let n = AttrPath::parse("loginCount").unwrap();
     assert_eq!(
         sort_key_cmp(&json!({"loginCount": 10}), &json!({"loginCount": 9}), &n),

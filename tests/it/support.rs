@@ -1,0 +1,376 @@
+//! Test fixtures: a broker server per test on a fresh database of either back end, a SCIM
+//! client, and a TCP proxy that can cut the database connection on demand.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_broker::config::{Config, OrgConfig};
+use auth_broker::crypto::secret::hash_str;
+use auth_broker::service::bootstrap::BootstrapSecrets;
+use auth_broker::store::{SqlOptions, SqlStore};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+/// Which system of record a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs an async test body once per back end, as two test functions.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server the suite uses (must be running; the suite fails, never skips).
+pub fn admin_database_url() -> String {
+    std::env::var("AUTH_BROKER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => format!("{url}/{db}"),
+    }
+}
+
+/// A fresh, empty database URL for one test (PostgreSQL database or SQLite file).
+pub async fn fresh_database(backend: Backend) -> (String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ab-it-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    match backend {
+        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", dir.join("broker.db").display()), dir),
+        Backend::Postgres => {
+            let name = format!("ab_it_{}", uuid::Uuid::new_v4().simple());
+            let admin = admin_database_url();
+            let mut conn = connect_pg(&admin).await;
+            use sqlx::Connection;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            conn.close().await.ok();
+            (with_database(&admin, &name), dir)
+        }
+    }
+}
+
+async fn connect_pg(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect(url).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "PostgreSQL is required by the integration suite ({url}): {e}. \
+             Start it (see .ci/run) or set AUTH_BROKER_TEST_DATABASE_URL."
+        ),
+    }
+}
+
+/// Two orgs, each with its own SCIM token.
+pub const ACME_TOKEN: &str = "ab_scim_acme_test_token_0123456789";
+/// The second org's token.
+pub const GLOBEX_TOKEN: &str = "ab_scim_globex_test_token_0123456789";
+
+/// A config with orgs `acme` and `globex` on the given database.
+pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.storage.database_url = Some(database_url.to_string());
+    c.storage.data_dir = data_dir.to_path_buf();
+    c.storage.acquire_timeout_ms = 1000;
+    c.scim.max_filter_scan = 2000;
+    for (org, token) in [("acme", ACME_TOKEN), ("globex", GLOBEX_TOKEN)] {
+        c.orgs.insert(
+            org.into(),
+            OrgConfig {
+                display_name: Some(org.to_uppercase()),
+                scim_token_hashes: vec![hash_str(token).to_string()],
+                ..OrgConfig::default()
+            },
+        );
+    }
+    c
+}
+
+/// A running broker.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub backend: Backend,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a broker on a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> Self {
+        let (url, dir) = fresh_database(backend).await;
+        Self::start_with(backend, test_config(&url, &dir)).await
+    }
+
+    /// Starts a broker with a prepared config.
+    pub async fn start_with(backend: Backend, config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
+            .await
+            .expect("broker prepares");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(auth_broker::serve(
+            prepared,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self {
+            addr,
+            backend,
+            database_url: config.database_url(),
+            data_dir: config.storage.data_dir.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:port`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The SCIM base of an org.
+    pub fn scim(&self, org: &str) -> String {
+        format!("{}/scim/v2/{org}", self.base())
+    }
+
+    /// A SCIM client of `acme`.
+    pub fn acme(&self) -> Scim {
+        Scim { http: self.http.clone(), base: self.scim("acme"), token: ACME_TOKEN.into() }
+    }
+
+    /// A SCIM client of `globex`.
+    pub fn globex(&self) -> Scim {
+        Scim { http: self.http.clone(), base: self.scim("globex"), token: GLOBEX_TOKEN.into() }
+    }
+
+    /// Opens the same system of record directly (for assertions on audit and events).
+    pub async fn store(&self) -> SqlStore {
+        SqlStore::connect(
+            &self.database_url,
+            &SqlOptions { max_connections: 2, acquire_timeout: Duration::from_secs(5) },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A SCIM client bound to one org and token.
+#[derive(Clone)]
+pub struct Scim {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// A response: status, headers and JSON body (Null when empty).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+}
+
+impl Scim {
+    /// Sends a request with the org's bearer token.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/scim+json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.expect("request sent");
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// Creates a user and returns its id (asserting 201).
+    pub async fn create_user(&self, user_name: &str) -> String {
+        let r = self
+            .post(
+                "/Users",
+                serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": user_name,
+                    "active": true,
+                    "emails": [{"value": user_name, "primary": true, "type": "work"}],
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a group and returns its id (asserting 201).
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| serde_json::json!({"value": m})).collect();
+        let r = self
+            .post(
+                "/Groups",
+                serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": name,
+                    "members": members,
+                }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Reads a response into a `Resp`.
+pub async fn read(resp: reqwest::Response) -> Resp {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Resp { status, headers, body }
+}
+
+/// The ids of the members of a group response.
+pub fn member_ids(group: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can sever to simulate an outage.
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    up: bool,
+    conns: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CutProxy {
+    /// Forwards a local port to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState { up: true, conns: Vec::new() }));
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut guard = st.lock().await;
+                if !guard.up {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                guard.conns.push(task);
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub async fn cut(&self) {
+        let mut g = self.state.lock().await;
+        g.up = false;
+        for c in g.conns.drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub async fn restore(&self) {
+        self.state.lock().await.up = true;
+    }
+}
