@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "AUTH_BROKER__";
 pub const BOOTSTRAP_ORG: &str = "default";
 
 /// The whole configuration tree; see `config/example.toml` for every key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP listener and request limits.
@@ -121,18 +121,6 @@ pub struct OrgConfig {
     pub admin_key_file: Option<PathBuf>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            scim: ScimConfig::default(),
-            log: LogConfig::default(),
-            orgs: BTreeMap::new(),
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -158,13 +146,20 @@ impl Default for StorageConfig {
 
 impl Default for ScimConfig {
     fn default() -> Self {
-        Self { max_results: 1000, default_count: 100, max_filter_scan: 50_000 }
+        Self {
+            max_results: 1000,
+            default_count: 100,
+            max_filter_scan: 50_000,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".into() }
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
     }
 }
 
@@ -216,7 +211,10 @@ pub struct CliOverrides {
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(p) = explicit {
         if !p.is_file() {
-            return Err(ConfigError::Parse(format!("config file {} does not exist", p.display())));
+            return Err(ConfigError::Parse(format!(
+                "config file {} does not exist",
+                p.display()
+            )));
         }
         return Ok(Some(p.to_path_buf()));
     }
@@ -247,7 +245,9 @@ pub fn load(
         figment = figment.merge(Toml::file_exact(p));
     }
     figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    let mut config: Config = figment.extract().map_err(|e| ConfigError::Parse(render_figment(e)))?;
+    let mut config: Config = figment
+        .extract()
+        .map_err(|e| ConfigError::Parse(render_figment(e)))?;
     if let Some(l) = &overrides.listen {
         config.server.listen = l.clone();
     }
@@ -258,16 +258,26 @@ pub fn load(
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    let source = path.map(ConfigSource::File).unwrap_or(ConfigSource::Embedded);
+    let source = path
+        .map(ConfigSource::File)
+        .unwrap_or(ConfigSource::Embedded);
     Ok((config, source))
 }
 
 fn render_figment(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { String::new() } else { e.path.join(".") };
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                e.path.join(".")
+            };
             let msg = e.kind.to_string();
-            let origin = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let origin = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
             if key.is_empty() {
                 format!("{msg} ({origin})")
             } else {
@@ -279,15 +289,23 @@ fn render_figment(e: figment::Error) -> String {
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem { key: key.into(), message: message.into() }
+    ConfigProblem {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// True for identifiers usable as org ids in URLs: 1–63 of `a-z 0-9 - _`, starting alphanumeric.
 pub fn valid_org_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63
-        && id.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && id
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 impl Config {
@@ -295,12 +313,18 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            out.push(problem("server.listen", "must be an address such as 127.0.0.1:8080"));
+            out.push(problem(
+                "server.listen",
+                "must be an address such as 127.0.0.1:8080",
+            ));
         }
         if let Some(u) = &self.server.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            out.push(problem("server.public_url", "must start with http:// or https://"));
+            out.push(problem(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
         }
         if self.server.max_body_bytes < 1024 {
             out.push(problem("server.max_body_bytes", "must be at least 1024"));
@@ -313,7 +337,10 @@ impl Config {
                 || url.starts_with("postgresql://")
                 || url.starts_with("sqlite:"))
         {
-            out.push(problem("storage.database_url", "must start with postgres:// or sqlite:"));
+            out.push(problem(
+                "storage.database_url",
+                "must start with postgres:// or sqlite:",
+            ));
         }
         if self.storage.max_connections == 0 {
             out.push(problem("storage.max_connections", "must be at least 1"));
@@ -322,10 +349,16 @@ impl Config {
             out.push(problem("scim.max_results", "must be at least 1"));
         }
         if self.scim.default_count == 0 || self.scim.default_count > self.scim.max_results {
-            out.push(problem("scim.default_count", "must be between 1 and scim.max_results"));
+            out.push(problem(
+                "scim.default_count",
+                "must be between 1 and scim.max_results",
+            ));
         }
         if self.scim.max_filter_scan < self.scim.max_results {
-            out.push(problem("scim.max_filter_scan", "must be at least scim.max_results"));
+            out.push(problem(
+                "scim.max_filter_scan",
+                "must be at least scim.max_results",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             out.push(problem("log.level", "is not a valid filter directive"));
@@ -336,8 +369,18 @@ impl Config {
                 out.push(problem(&base, "org id must be 1-63 of a-z 0-9 - _"));
             }
             for (kind, hashes, env, file) in [
-                ("scim_token", &org.scim_token_hashes, &org.scim_token_env, &org.scim_token_file),
-                ("admin_key", &org.admin_key_hashes, &org.admin_key_env, &org.admin_key_file),
+                (
+                    "scim_token",
+                    &org.scim_token_hashes,
+                    &org.scim_token_env,
+                    &org.scim_token_file,
+                ),
+                (
+                    "admin_key",
+                    &org.admin_key_hashes,
+                    &org.admin_key_env,
+                    &org.admin_key_file,
+                ),
             ] {
                 if let Err(p) = resolve_secret_hashes(&base, kind, hashes, env, file) {
                     out.extend(p);
@@ -373,7 +416,9 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => format!(
                 "http://{}",
-                bound.map(|a| a.to_string()).unwrap_or_else(|| self.server.listen.clone())
+                bound
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| self.server.listen.clone())
             ),
         }
     }
@@ -411,7 +456,11 @@ impl Config {
                 }
             }
         }
-        if problems.is_empty() { Ok(out) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
@@ -468,7 +517,11 @@ fn resolve_secret_hashes(
             )),
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]

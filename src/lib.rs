@@ -44,7 +44,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     let store = SqlStore::connect(&config.database_url(), &opts)
         .await
         .map_err(|e| anyhow::anyhow!("storage.database_url: cannot connect: {e}"))?;
-    store.migrate().await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
     Ok(store)
 }
 
@@ -86,7 +89,11 @@ pub async fn prepare(
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
     };
-    Ok(Prepared { router: http::app(state, limits), generated, store })
+    Ok(Prepared {
+        router: http::app(state, limits),
+        generated,
+        store,
+    })
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests

@@ -65,13 +65,19 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen, data_dir } => {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
             let overrides = CliOverrides { listen, data_dir };
-            with_config(config, &overrides, |cfg, source| run_async(serve(cfg, source)))
+            with_config(config, &overrides, |cfg, source| {
+                run_async(serve(cfg, source))
+            })
         }
-        Command::Migrate { config } => {
-            with_config(config, &CliOverrides::default(), |cfg, _| run_async(migrate(cfg)))
-        }
+        Command::Migrate { config } => with_config(config, &CliOverrides::default(), |cfg, _| {
+            run_async(migrate(cfg))
+        }),
         Command::CheckConfig { config } => {
             with_config(config, &CliOverrides::default(), |cfg, source| {
                 let where_ = match source {
@@ -90,7 +96,9 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Keys { command: KeysCommand::Generate } => {
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
             let key: [u8; 32] = rand::random();
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
@@ -114,7 +122,10 @@ fn with_config(
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("auth-broker: cannot start the runtime: {e}");
@@ -154,8 +165,13 @@ async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_first_start(public: &str, generated: &auth_broker::service::bootstrap::GeneratedCredentials) {
-    println!("auth-broker: first start. These credentials are shown once and stored only as hashes:");
+fn print_first_start(
+    public: &str,
+    generated: &auth_broker::service::bootstrap::GeneratedCredentials,
+) {
+    println!(
+        "auth-broker: first start. These credentials are shown once and stored only as hashes:"
+    );
     println!("  org:            {}", generated.org);
     println!("  SCIM base URL:  {public}/scim/v2/{}", generated.org);
     for (kind, value) in &generated.values {

@@ -30,16 +30,27 @@ fn validation_names_each_bad_key() {
     .unwrap();
     let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
     assert!(keys.contains(&"server.listen".to_string()), "{keys:?}");
-    assert!(keys.contains(&"storage.database_url".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"storage.database_url".to_string()),
+        "{keys:?}"
+    );
     assert!(keys.contains(&"orgs.Bad_Org".to_string()), "{keys:?}");
-    assert!(keys.contains(&"orgs.Bad_Org.scim_token_hashes[0]".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"orgs.Bad_Org.scim_token_hashes[0]".to_string()),
+        "{keys:?}"
+    );
 }
 
 #[test]
 fn org_without_scim_token_is_rejected() {
     let c = parse("[orgs.acme]\ndisplay_name = \"Acme\"\n").unwrap();
     let problems = c.validate();
-    assert!(problems.iter().any(|p| p.key == "orgs.acme.scim_token_hashes"), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "orgs.acme.scim_token_hashes"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -61,7 +72,10 @@ fn secret_references_resolve_to_hashes() {
 
     let c = parse("[orgs.acme]\nscim_token_env = \"AUTH_BROKER_TEST_SURELY_UNSET_VAR\"\n").unwrap();
     let problems = c.validate();
-    assert!(problems.iter().any(|p| p.key == "orgs.acme.scim_token_env"), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.key == "orgs.acme.scim_token_env"),
+        "{problems:?}"
+    );
 }
 
 #[test]

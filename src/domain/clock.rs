@@ -28,7 +28,8 @@ pub fn rfc3339(ms: Millis) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    dt.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    dt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
 /// Parses an RFC 3339 timestamp into milliseconds.

@@ -88,26 +88,49 @@ pub fn user_fields(
     attrs: &Value,
     missing_active: ActiveDefault,
 ) -> (String, Option<String>, bool, Option<String>, Option<String>) {
-    let user_name = attrs.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
-    let external_id = attrs.get("externalId").and_then(Value::as_str).map(str::to_string);
+    let user_name = attrs
+        .get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let external_id = attrs
+        .get("externalId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let active = match attrs.get("active") {
         Some(Value::Bool(b)) => *b,
         _ => missing_active == ActiveDefault::Active,
     };
-    let display_name = attrs.get("displayName").and_then(Value::as_str).map(str::to_string);
-    (user_name, external_id, active, display_name, primary_email(attrs))
+    let display_name = attrs
+        .get("displayName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    (
+        user_name,
+        external_id,
+        active,
+        display_name,
+        primary_email(attrs),
+    )
 }
 
 /// The e-mail a gateway may look a user up by: primary, else `work`, else the first.
 pub fn primary_email(attrs: &Value) -> Option<String> {
     let emails = attrs.get("emails")?.as_array()?;
-    let value = |e: &Value| e.get("value").and_then(Value::as_str).map(str::to_lowercase);
+    let value = |e: &Value| {
+        e.get("value")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase)
+    };
     emails
         .iter()
         .find(|e| e.get("primary") == Some(&Value::Bool(true)))
         .and_then(value)
         .or_else(|| {
-            emails.iter().find(|e| e.get("type").and_then(Value::as_str) == Some("work")).and_then(value)
+            emails
+                .iter()
+                .find(|e| e.get("type").and_then(Value::as_str) == Some("work"))
+                .and_then(value)
         })
         .or_else(|| emails.iter().find_map(value))
 }
@@ -115,7 +138,10 @@ pub fn primary_email(attrs: &Value) -> Option<String> {
 /// The events a user change implies: creation, deactivation, reactivation, deletion.
 pub fn user_transition(old: Option<&User>, new: Option<&User>) -> Vec<DirectoryEvent> {
     match (old, new) {
-        (None, Some(n)) => vec![DirectoryEvent::UserCreated { user: n.id.clone(), active: n.active }],
+        (None, Some(n)) => vec![DirectoryEvent::UserCreated {
+            user: n.id.clone(),
+            active: n.active,
+        }],
         (Some(o), None) => vec![DirectoryEvent::UserDeleted { user: o.id.clone() }],
         (Some(o), Some(n)) => {
             let mut out = Vec::new();
@@ -148,10 +174,16 @@ pub fn membership_transition(
     removed.sort();
     let mut events = Vec::with_capacity(added.len() + removed.len());
     for u in &added {
-        events.push(DirectoryEvent::MembershipAdded { group: group.clone(), user: u.clone() });
+        events.push(DirectoryEvent::MembershipAdded {
+            group: group.clone(),
+            user: u.clone(),
+        });
     }
     for u in &removed {
-        events.push(DirectoryEvent::MembershipRemoved { group: group.clone(), user: u.clone() });
+        events.push(DirectoryEvent::MembershipRemoved {
+            group: group.clone(),
+            user: u.clone(),
+        });
     }
     (added, removed, events)
 }
@@ -182,16 +214,22 @@ mod tests {
         let (a, i) = (user(true), user(false));
         assert_eq!(
             user_transition(Some(&a), Some(&i)),
-            vec![DirectoryEvent::UserDeactivated { user: UserId::new("u1") }]
+            vec![DirectoryEvent::UserDeactivated {
+                user: UserId::new("u1")
+            }]
         );
         assert_eq!(
             user_transition(Some(&i), Some(&a)),
-            vec![DirectoryEvent::UserReactivated { user: UserId::new("u1") }]
+            vec![DirectoryEvent::UserReactivated {
+                user: UserId::new("u1")
+            }]
         );
         assert!(user_transition(Some(&a), Some(&a)).is_empty());
         assert_eq!(
             user_transition(Some(&a), None),
-            vec![DirectoryEvent::UserDeleted { user: UserId::new("u1") }]
+            vec![DirectoryEvent::UserDeleted {
+                user: UserId::new("u1")
+            }]
         );
     }
 

@@ -36,7 +36,8 @@ impl IntoResponse for ScimResponseError {
             body["scimType"] = json!(t.as_str());
         }
         let mut resp = (status, Json(body)).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -60,7 +61,11 @@ pub struct Problem {
 impl Problem {
     /// Builds a problem.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -74,7 +79,8 @@ impl IntoResponse for Problem {
             "detail": self.detail,
         });
         let mut resp = (self.status, Json(body)).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         resp
     }
 }

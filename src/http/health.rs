@@ -14,7 +14,9 @@ use super::error::Problem;
 
 /// `/healthz` and `/readyz`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -24,17 +26,28 @@ async fn healthz() -> Json<serde_json::Value> {
 /// 200 when the database answers within two seconds, else 503.
 async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.directory.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok"})))
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "database": "ok"})),
+        )
             .into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unreachable")
-                .into_response()
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "database unreachable",
+            )
+            .into_response()
         }
         Err(_) => {
             tracing::warn!("readiness: database check timed out");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database timed out")
-                .into_response()
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "database timed out",
+            )
+            .into_response()
         }
     }
 }

@@ -24,18 +24,33 @@ type Result<T> = std::result::Result<T, ScimResponseError>;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/scim/v2/{org}/Users", get(list_users).post(create_user))
-        .route("/scim/v2/{org}/Users/.search", axum::routing::post(search_users))
+        .route(
+            "/scim/v2/{org}/Users/.search",
+            axum::routing::post(search_users),
+        )
         .route(
             "/scim/v2/{org}/Users/{id}",
-            get(get_user).put(put_user).patch(patch_user).delete(delete_user),
+            get(get_user)
+                .put(put_user)
+                .patch(patch_user)
+                .delete(delete_user),
         )
         .route("/scim/v2/{org}/Groups", get(list_groups).post(create_group))
-        .route("/scim/v2/{org}/Groups/.search", axum::routing::post(search_groups))
+        .route(
+            "/scim/v2/{org}/Groups/.search",
+            axum::routing::post(search_groups),
+        )
         .route(
             "/scim/v2/{org}/Groups/{id}",
-            get(get_group).put(put_group).patch(patch_group).delete(delete_group),
+            get(get_group)
+                .put(put_group)
+                .patch(patch_group)
+                .delete(delete_group),
         )
-        .route("/scim/v2/{org}/ServiceProviderConfig", get(service_provider_config))
+        .route(
+            "/scim/v2/{org}/ServiceProviderConfig",
+            get(service_provider_config),
+        )
         .route("/scim/v2/{org}/ResourceTypes", get(resource_types))
         .route("/scim/v2/{org}/ResourceTypes/{name}", get(resource_type))
         .route("/scim/v2/{org}/Schemas", get(schemas))
@@ -82,7 +97,10 @@ fn parse_patch(body: std::result::Result<Bytes, BytesRejection>) -> Result<Patch
     // Accept `Operations` in any casing, as some clients send `operations`.
     let value = match value {
         Value::Object(mut obj) => {
-            if let Some(k) = obj.keys().find(|k| k.eq_ignore_ascii_case("operations")).cloned()
+            if let Some(k) = obj
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case("operations"))
+                .cloned()
                 && k != "Operations"
                 && let Some(v) = obj.remove(&k)
             {
@@ -97,16 +115,25 @@ fn parse_patch(body: std::result::Result<Bytes, BytesRejection>) -> Result<Patch
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn scim_response(status: StatusCode, body: Value) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     resp
 }
 
-fn resource_response(status: StatusCode, r: ScimResource, q: &ListQuery, kind: ResourceKind) -> Response {
+fn resource_response(
+    status: StatusCode,
+    r: ScimResource,
+    q: &ListQuery,
+    kind: ResourceKind,
+) -> Response {
     let mut body = r.body;
     project::project(&mut body, kind, &q.attributes, &q.excluded);
     let mut resp = scim_response(status, body);
@@ -150,11 +177,21 @@ fn int_param(name: &str, v: &str) -> Result<i64> {
 
 /// The body of a `POST …/.search` request (RFC 7644 §3.4.3).
 fn search_query(body: Value) -> Result<ListQuery> {
-    let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("body must be an object"))?;
-    let get = |k: &str| obj.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ScimError::invalid_syntax("body must be an object"))?;
+    let get = |k: &str| {
+        obj.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    };
     let string = |k: &str| get(k).and_then(Value::as_str).map(str::to_string);
     let list = |k: &str| match get(k) {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
         Some(Value::String(s)) => project::parse_attr_list(s),
         _ => Vec::new(),
     };
@@ -215,7 +252,12 @@ async fn create_user(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let r = s.provisioning.create_user(&ctx, parse_body(body)?).await?;
-    Ok(resource_response(StatusCode::CREATED, r, &q, ResourceKind::User))
+    Ok(resource_response(
+        StatusCode::CREATED,
+        r,
+        &q,
+        ResourceKind::User,
+    ))
 }
 
 async fn put_user(
@@ -228,7 +270,10 @@ async fn put_user(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let body = parse_body(body)?;
-    let r = s.provisioning.replace_user(&ctx, &id, body, if_match(&headers).as_deref()).await?;
+    let r = s
+        .provisioning
+        .replace_user(&ctx, &id, body, if_match(&headers).as_deref())
+        .await?;
     Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::User))
 }
 
@@ -242,7 +287,10 @@ async fn patch_user(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let req = parse_patch(body)?;
-    let r = s.provisioning.patch_user(&ctx, &id, req, if_match(&headers).as_deref()).await?;
+    let r = s
+        .provisioning
+        .patch_user(&ctx, &id, req, if_match(&headers).as_deref())
+        .await?;
     Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::User))
 }
 
@@ -252,7 +300,9 @@ async fn delete_user(
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctx = authenticate(&s, &org, &headers)?;
-    s.provisioning.delete_user(&ctx, &id, if_match(&headers).as_deref()).await?;
+    s.provisioning
+        .delete_user(&ctx, &id, if_match(&headers).as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -289,7 +339,12 @@ async fn get_group(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let r = s.provisioning.get_group(&ctx, &id).await?;
-    Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::Group))
+    Ok(resource_response(
+        StatusCode::OK,
+        r,
+        &q,
+        ResourceKind::Group,
+    ))
 }
 
 async fn create_group(
@@ -302,7 +357,12 @@ async fn create_group(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let r = s.provisioning.create_group(&ctx, parse_body(body)?).await?;
-    Ok(resource_response(StatusCode::CREATED, r, &q, ResourceKind::Group))
+    Ok(resource_response(
+        StatusCode::CREATED,
+        r,
+        &q,
+        ResourceKind::Group,
+    ))
 }
 
 async fn put_group(
@@ -315,8 +375,16 @@ async fn put_group(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let body = parse_body(body)?;
-    let r = s.provisioning.replace_group(&ctx, &id, body, if_match(&headers).as_deref()).await?;
-    Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::Group))
+    let r = s
+        .provisioning
+        .replace_group(&ctx, &id, body, if_match(&headers).as_deref())
+        .await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        r,
+        &q,
+        ResourceKind::Group,
+    ))
 }
 
 async fn patch_group(
@@ -329,8 +397,16 @@ async fn patch_group(
     let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let req = parse_patch(body)?;
-    let r = s.provisioning.patch_group(&ctx, &id, req, if_match(&headers).as_deref()).await?;
-    Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::Group))
+    let r = s
+        .provisioning
+        .patch_group(&ctx, &id, req, if_match(&headers).as_deref())
+        .await?;
+    Ok(resource_response(
+        StatusCode::OK,
+        r,
+        &q,
+        ResourceKind::Group,
+    ))
 }
 
 async fn delete_group(
@@ -339,7 +415,9 @@ async fn delete_group(
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctx = authenticate(&s, &org, &headers)?;
-    s.provisioning.delete_group(&ctx, &id, if_match(&headers).as_deref()).await?;
+    s.provisioning
+        .delete_group(&ctx, &id, if_match(&headers).as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -350,7 +428,10 @@ async fn service_provider_config(
 ) -> Result<Response> {
     let ctx = authenticate(&s, &org, &headers)?;
     let max = s.provisioning.limits().max_results;
-    Ok(scim_response(StatusCode::OK, schema::service_provider_config(&ctx.base_url, max)))
+    Ok(scim_response(
+        StatusCode::OK,
+        schema::service_provider_config(&ctx.base_url, max),
+    ))
 }
 
 fn list_of(items: Vec<Value>) -> Value {
@@ -369,7 +450,10 @@ async fn resource_types(
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctx = authenticate(&s, &org, &headers)?;
-    Ok(scim_response(StatusCode::OK, list_of(schema::resource_types(&ctx.base_url))))
+    Ok(scim_response(
+        StatusCode::OK,
+        list_of(schema::resource_types(&ctx.base_url)),
+    ))
 }
 
 async fn resource_type(
@@ -391,7 +475,10 @@ async fn schemas(
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctx = authenticate(&s, &org, &headers)?;
-    Ok(scim_response(StatusCode::OK, list_of(schema::schemas(&ctx.base_url))))
+    Ok(scim_response(
+        StatusCode::OK,
+        list_of(schema::schemas(&ctx.base_url)),
+    ))
 }
 
 async fn one_schema(

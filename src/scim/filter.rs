@@ -245,6 +245,23 @@ fn lex(input: &str) -> Result<Vec<Token>, ScimError> {
                     len,
                 )
             }
+            // `emails[type eq "work"].value`: a sub-attribute after a value filter.
+            '.' if matches!(toks.last(), Some((Tok::RBracket, _))) => {
+                let len = 1 + run(i + 1, |b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$')
+                });
+                if len == 1 {
+                    return Err(error_at(
+                        input,
+                        i,
+                        "expected a sub-attribute name after '.'",
+                    ));
+                }
+                (
+                    Tok::Word(input.get(i..i + len).unwrap_or_default().to_owned()),
+                    len,
+                )
+            }
             c => return Err(error_at(input, i, format!("unexpected character {c:?}"))),
         };
         toks.push((tok, i));
@@ -384,9 +401,26 @@ impl Parser<'_> {
                 let inner = self.parse_or(depth)?;
                 self.in_brackets = false;
                 self.close(Tok::RBracket, pos)?;
+                let filter = match self.toks.get(self.i) {
+                    Some((Tok::Word(w), _)) if w.starts_with('.') => {
+                        // `attr[filter].sub op value`: an element that passes the filter and
+                        // whose sub-attribute satisfies the comparison.
+                        let sub = AttrPath {
+                            urn: None,
+                            name: w.trim_start_matches('.').to_string(),
+                            sub: None,
+                        };
+                        self.i += 1;
+                        let in_brackets = std::mem::replace(&mut self.in_brackets, true);
+                        let tail = self.parse_after_path(sub, depth);
+                        self.in_brackets = in_brackets;
+                        Filter::And(Box::new(inner), Box::new(tail?))
+                    }
+                    _ => inner,
+                };
                 Ok(Filter::ValuePath {
                     path,
-                    filter: Box::new(inner),
+                    filter: Box::new(filter),
                 })
             }
             Tok::Word(w) if w.eq_ignore_ascii_case("pr") => {

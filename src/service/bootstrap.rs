@@ -31,7 +31,10 @@ impl BootstrapSecrets {
     /// Reads the `AUTH_BROKER_BOOTSTRAP_*` variables (empty values count as unset).
     pub fn from_env() -> Self {
         let var = |name: &str| {
-            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(SecretString::from)
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(SecretString::from)
         };
         Self {
             scim_token: var("AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN"),
@@ -99,7 +102,9 @@ pub async fn bootstrap(
     store: &dyn Tenants,
     secrets: BootstrapSecrets,
 ) -> Result<(CredentialIndex, Option<GeneratedCredentials>), BootstrapError> {
-    let orgs = config.resolved_orgs().map_err(|e| BootstrapError::Config(e.to_string()))?;
+    let orgs = config
+        .resolved_orgs()
+        .map_err(|e| BootstrapError::Config(e.to_string()))?;
     let mut index = CredentialIndex::default();
     for org in &orgs {
         store
@@ -149,7 +154,11 @@ pub async fn bootstrap(
         };
         index.add(
             c.org.as_str(),
-            CredentialEntry { actor: format!("{}:{}", c.kind.as_str(), c.id), kind: c.kind, hash },
+            CredentialEntry {
+                actor: format!("{}:{}", c.kind.as_str(), c.id),
+                kind: c.kind,
+                hash,
+            },
         );
     }
     Ok((index, generated))
@@ -185,8 +194,10 @@ async fn first_credentials(
         });
     }
     match store.insert_credentials(&records).await {
-        Ok(()) => Ok((!shown.is_empty())
-            .then(|| GeneratedCredentials { org: BOOTSTRAP_ORG.into(), values: shown })),
+        Ok(()) => Ok((!shown.is_empty()).then(|| GeneratedCredentials {
+            org: BOOTSTRAP_ORG.into(),
+            values: shown,
+        })),
         // Another replica bootstrapped first: its credentials stand, ours were never stored.
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),

@@ -65,7 +65,8 @@ impl AuditLog for SqlStore {
         rows.iter()
             .map(|r| {
                 let body: String = r.try_get("body").map_err(map_err)?;
-                let ev = serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
+                let ev =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
                 Ok((r.try_get("seq").map_err(map_err)?, ev))
             })
             .collect()

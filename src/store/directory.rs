@@ -12,7 +12,10 @@ use crate::domain::{GroupId, OrgId, StoreError, UserId};
 #[async_trait]
 impl Directory for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await.map_err(map_err)?;
+        sqlx::query("SELECT 1")
+            .execute(self.pool())
+            .await
+            .map_err(map_err)?;
         Ok(())
     }
     async fn get_user(&self, org: &OrgId, id: &UserId) -> Result<Option<User>, StoreError> {
@@ -31,7 +34,12 @@ impl Directory for SqlStore {
     async fn create_user(&self, user: &User, change: &Change) -> Result<(), StoreError> {
         self.user_create(user, change).await
     }
-    async fn update_user(&self, user: &User, expected: i64, change: &Change) -> Result<(), StoreError> {
+    async fn update_user(
+        &self,
+        user: &User,
+        expected: i64,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         self.user_update(user, expected, change).await
     }
     async fn delete_user(
@@ -75,7 +83,8 @@ impl Directory for SqlStore {
         removed: &[UserId],
         change: &Change,
     ) -> Result<(), StoreError> {
-        self.group_update(group, expected, added, removed, change).await
+        self.group_update(group, expected, added, removed, change)
+            .await
     }
     async fn delete_group(
         &self,

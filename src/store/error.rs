@@ -22,8 +22,10 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
                     "id"
                 };
                 StoreError::Conflict(attr.into())
-            } else if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03" | "08006"))
-            {
+            } else if matches!(
+                db.code().as_deref(),
+                Some("57P01" | "57P02" | "57P03" | "08006")
+            ) {
                 StoreError::Unavailable(db.message().to_string())
             } else {
                 StoreError::Internal(db.message().to_string())

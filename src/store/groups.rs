@@ -54,7 +54,10 @@ impl SqlStore {
             .fetch_all(self.pool())
             .await
             .map_err(map_err)?;
-        let items = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(group_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let total = if scan.offset == 0 && (items.len() as u64) < scan.limit {
             items.len() as u64
         } else {
@@ -90,9 +93,10 @@ impl SqlStore {
                 let gid: String = row.try_get("group_id").map_err(map_err)?;
                 let uid: String = row.try_get("id").map_err(map_err)?;
                 let display: String = row.try_get("user_name").map_err(map_err)?;
-                out.entry(GroupId::new(gid))
-                    .or_default()
-                    .push(Member { user_id: UserId::new(uid), display });
+                out.entry(GroupId::new(gid)).or_default().push(Member {
+                    user_id: UserId::new(uid),
+                    display,
+                });
             }
         }
         Ok(out)
@@ -114,7 +118,9 @@ impl SqlStore {
                 q = q.bind(u.as_str());
             }
             for row in q.fetch_all(self.pool()).await.map_err(map_err)? {
-                out.push(UserId::new(row.try_get::<String, _>("id").map_err(map_err)?));
+                out.push(UserId::new(
+                    row.try_get::<String, _>("id").map_err(map_err)?,
+                ));
             }
         }
         Ok(out)
@@ -188,7 +194,9 @@ impl SqlStore {
                 "DELETE FROM scim_members WHERE org_id = $1 AND group_id = $2 AND user_id IN {}",
                 placeholders(3, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(g.org.as_str()).bind(g.id.as_str());
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(g.org.as_str())
+                .bind(g.id.as_str());
             for u in chunk {
                 q = q.bind(u.as_str());
             }
@@ -248,7 +256,9 @@ async fn insert_members(
             "INSERT INTO scim_members (org_id, group_id, user_id) VALUES {} ON CONFLICT DO NOTHING",
             values.join(", ")
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(org.as_str()).bind(group.as_str());
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(org.as_str())
+            .bind(group.as_str());
         for u in chunk {
             q = q.bind(u.as_str());
         }

@@ -2,17 +2,23 @@
 
 use std::borrow::Cow;
 
-use sqlx::SqlSafeStr;
 use sqlx::AnyPool;
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::Dialect;
 use crate::domain::StoreError;
 
-const POSTGRES: &[(i64, &str, &str)] =
-    &[(1, "directory", include_str!("../../migrations/postgres/0001_directory.sql"))];
-const SQLITE: &[(i64, &str, &str)] =
-    &[(1, "directory", include_str!("../../migrations/sqlite/0001_directory.sql"))];
+const POSTGRES: &[(i64, &str, &str)] = &[(
+    1,
+    "directory",
+    include_str!("../../migrations/postgres/0001_directory.sql"),
+)];
+const SQLITE: &[(i64, &str, &str)] = &[(
+    1,
+    "directory",
+    include_str!("../../migrations/sqlite/0001_directory.sql"),
+)];
 
 /// Applies every migration of `dialect` not yet recorded in `_sqlx_migrations`.
 pub async fn run(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
@@ -23,10 +29,19 @@ pub async fn run(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
     let migrations: Vec<Migration> = set
         .iter()
         .map(|(v, d, sql)| {
-            Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, sql.into_sql_str(), false)
+            Migration::new(
+                *v,
+                Cow::Borrowed(*d),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
         })
         .collect();
-    let migrator = Migrator { migrations: Cow::Owned(migrations), ..Migrator::DEFAULT };
+    let migrator = Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    };
     migrator.run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => super::map_err(e),
         other => StoreError::Internal(format!("migration failed: {other}")),

@@ -104,7 +104,10 @@ impl SqlStore {
 impl SqlStore {
     /// Runs one statement outside any port (operations tooling and tests of DB-level guards).
     pub async fn raw_execute(&self, sql: &'static str) -> Result<u64, StoreError> {
-        let res = sqlx::query(sql).execute(&self.pool).await.map_err(map_err)?;
+        let res = sqlx::query(sql)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
         Ok(res.rows_affected())
     }
 }

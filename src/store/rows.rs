@@ -74,17 +74,21 @@ pub fn scan_sql(table: Table, scan: &Scan) -> Result<(String, String, Option<Str
         (Some((IndexedAttr::ExternalId, v)), _) => {
             (" AND external_id = $2".to_string(), Some(v.clone()))
         }
-        (Some((IndexedAttr::UserName, v)), Table::Users) => {
-            (" AND user_name_lower = $2".to_string(), Some(v.to_lowercase()))
-        }
+        (Some((IndexedAttr::UserName, v)), Table::Users) => (
+            " AND user_name_lower = $2".to_string(),
+            Some(v.to_lowercase()),
+        ),
         (Some((IndexedAttr::Email, v)), Table::Users) => {
             (" AND email_lower = $2".to_string(), Some(v.to_lowercase()))
         }
-        (Some((IndexedAttr::DisplayName, v)), Table::Groups) => {
-            (" AND display_name_lower = $2".to_string(), Some(v.to_lowercase()))
-        }
+        (Some((IndexedAttr::DisplayName, v)), Table::Groups) => (
+            " AND display_name_lower = $2".to_string(),
+            Some(v.to_lowercase()),
+        ),
         (Some((attr, _)), _) => {
-            return Err(StoreError::Internal(format!("no index for {attr:?} on this table")));
+            return Err(StoreError::Internal(format!(
+                "no index for {attr:?} on this table"
+            )));
         }
     };
     let name_col = match table {

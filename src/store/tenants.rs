@@ -52,8 +52,9 @@ impl Tenants for SqlStore {
                 Ok(CredentialRecord {
                     id: r.try_get("id").map_err(map_err)?,
                     org: OrgId::new(r.try_get::<String, _>("org_id").map_err(map_err)?),
-                    kind: CredentialKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Internal(format!("unknown credential kind {kind}")))?,
+                    kind: CredentialKind::parse(&kind).ok_or_else(|| {
+                        StoreError::Internal(format!("unknown credential kind {kind}"))
+                    })?,
                     name: r.try_get("name").map_err(map_err)?,
                     secret_hash: r.try_get("secret_hash").map_err(map_err)?,
                     created_ms: r.try_get("created_ms").map_err(map_err)?,

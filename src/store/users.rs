@@ -52,7 +52,10 @@ impl SqlStore {
             .fetch_all(self.pool())
             .await
             .map_err(map_err)?;
-        let items = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let total = if value.is_some() && scan.offset == 0 && (items.len() as u64) < scan.limit {
             items.len() as u64
         } else {
@@ -88,9 +91,10 @@ impl SqlStore {
                 let user: String = row.try_get("user_id").map_err(map_err)?;
                 let gid: String = row.try_get("id").map_err(map_err)?;
                 let display: String = row.try_get("display_name").map_err(map_err)?;
-                out.entry(UserId::new(user))
-                    .or_default()
-                    .push(GroupRef { group_id: GroupId::new(gid), display });
+                out.entry(UserId::new(user)).or_default().push(GroupRef {
+                    group_id: GroupId::new(gid),
+                    display,
+                });
             }
         }
         Ok(out)

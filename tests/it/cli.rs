@@ -55,14 +55,19 @@ impl Running {
 
     fn stop(mut self) {
         // SIGTERM for a graceful stop; the process must exit on its own.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 assert!(status.success(), "graceful shutdown exits 0, got {status}");
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "did not stop on SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -101,20 +106,39 @@ async fn embedded_default_prints_credentials_once() {
     let banner = run.banner();
     let token = value_of(&banner, "SCIM token:").expect("SCIM token printed on first start");
     let base = value_of(&banner, "SCIM base URL:").expect("SCIM base printed");
-    assert!(value_of(&banner, "gateway key:").unwrap().starts_with("ab_gw_"));
-    assert!(value_of(&banner, "admin key:").unwrap().starts_with("ab_admin_"));
+    assert!(
+        value_of(&banner, "gateway key:")
+            .unwrap()
+            .starts_with("ab_gw_")
+    );
+    assert!(
+        value_of(&banner, "admin key:")
+            .unwrap()
+            .starts_with("ab_admin_")
+    );
     assert!(base.ends_with("/scim/v2/default"), "{base}");
-    assert!(dir.join("data/auth-broker.db").exists(), "SQLite created under --data-dir");
+    assert!(
+        dir.join("data/auth-broker.db").exists(),
+        "SQLite created under --data-dir"
+    );
     let root = base.trim_end_matches("/scim/v2/default").to_string();
     wait_ready(&root).await;
-    let r = reqwest::Client::new().get(format!("{base}/Users")).bearer_auth(&token).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{base}/Users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     run.stop();
 
     // Second start: same data, nothing printed, the old token still works.
     let run = Running::start(&dir, &[]);
     let banner = run.banner();
-    assert!(value_of(&banner, "SCIM token:").is_none(), "credentials are printed only once: {banner:?}");
+    assert!(
+        value_of(&banner, "SCIM token:").is_none(),
+        "credentials are printed only once: {banner:?}"
+    );
     run.stop();
 }
 
@@ -125,18 +149,32 @@ async fn bootstrap_variables_and_postgres_switch() {
     let token = "ab_scim_given_by_automation_0123456789";
     let run = Running::start(
         &dir,
-        &[("AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN", token), ("AUTH_BROKER__STORAGE__DATABASE_URL", &url)],
+        &[
+            ("AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN", token),
+            ("AUTH_BROKER__STORAGE__DATABASE_URL", &url),
+        ],
     );
     let banner = run.banner();
-    assert!(value_of(&banner, "SCIM token:").is_none(), "a supplied token is not echoed");
+    assert!(
+        value_of(&banner, "SCIM token:").is_none(),
+        "a supplied token is not echoed"
+    );
     let base = value_of(&banner, "SCIM base URL:").unwrap();
     let root = base.trim_end_matches("/scim/v2/default").to_string();
     wait_ready(&root).await;
     let http = reqwest::Client::new();
-    let r = http.get(format!("{base}/Users")).bearer_auth(token).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/Users"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     run.stop();
-    assert!(!dir.join("data/auth-broker.db").exists(), "PostgreSQL was used, not SQLite");
+    assert!(
+        !dir.join("data/auth-broker.db").exists(),
+        "PostgreSQL was used, not SQLite"
+    );
     // The default org and its credentials live in PostgreSQL.
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -152,15 +190,27 @@ async fn bootstrap_variables_and_postgres_switch() {
 fn check_config_names_the_bad_key() {
     let dir = temp_dir();
     let cfg = dir.join("bad.toml");
-    std::fs::write(&cfg, "[storage]\ndatabase_url = \"mysql://nope\"\n[scim]\nmax_results = 0\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "[storage]\ndatabase_url = \"mysql://nope\"\n[scim]\nmax_results = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage.database_url"), "{err}");
     assert!(err.contains("scim.max_results"), "{err}");
 
     std::fs::write(&cfg, "[storage]\nunknown_key = 1\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_key"));
 
@@ -170,7 +220,11 @@ fn check_config_names_the_bad_key() {
         .env("ACME_SCIM_TOKEN", "ab_scim_example_value_0123456789")
         .output()
         .unwrap();
-    assert!(out.status.success(), "example config validates: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "example config validates: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -182,17 +236,28 @@ fn hash_secret_matches_what_config_accepts() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"ab_scim_some_long_secret_value\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ab_scim_some_long_secret_value\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    let expected = auth_broker::crypto::secret::hash_str("ab_scim_some_long_secret_value").to_string();
+    let expected =
+        auth_broker::crypto::secret::hash_str("ab_scim_some_long_secret_value").to_string();
     assert_eq!(printed.trim(), expected);
 
-    let out = Command::new(BIN).args(["keys", "generate"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["keys", "generate"])
+        .output()
+        .unwrap();
     let key = String::from_utf8(out.stdout).unwrap();
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .unwrap();
     assert_eq!(bytes.len(), 32);
 }
 
@@ -207,11 +272,18 @@ async fn migrate_applies_and_is_idempotent() {
             .current_dir(temp_dir())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&mut conn).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     conn.close().await.ok();
 }

@@ -19,11 +19,14 @@ async fn concurrent_membership_adds_all_land(backend: Backend) {
         let acme = acme.clone();
         let gid = gid.clone();
         tasks.push(tokio::spawn(async move {
-            acme.patch(&format!("/Groups/{gid}"), json!({
+            acme.patch(
+                &format!("/Groups/{gid}"),
+                json!({
                 "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "add", "path": "members", "value": [{"value": u}]}]}))
-                .await
-                .status
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": u}]}]}),
+            )
+            .await
+            .status
         }));
     }
     for t in tasks {
@@ -32,7 +35,10 @@ async fn concurrent_membership_adds_all_land(backend: Backend) {
     let r = acme.get(&format!("/Groups/{gid}")).await;
     users.sort();
     assert_eq!(member_ids(&r.body), users, "every concurrent add landed");
-    assert_eq!(r.body["meta"]["version"], format!("W/\"{}\"", 1 + users.len()));
+    assert_eq!(
+        r.body["meta"]["version"],
+        format!("W/\"{}\"", 1 + users.len())
+    );
     s.stop().await;
 }
 both_backends!(concurrent_membership_adds_all_land);
@@ -43,9 +49,15 @@ async fn concurrent_creates_of_one_user_name(backend: Backend) {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let acme = acme.clone();
-        let name = if i % 2 == 0 { "Race@acme.example" } else { "race@ACME.example" };
+        let name = if i % 2 == 0 {
+            "Race@acme.example"
+        } else {
+            "race@ACME.example"
+        };
         tasks.push(tokio::spawn(async move {
-            acme.post("/Users", json!({"userName": name, "active": true})).await.status
+            acme.post("/Users", json!({"userName": name, "active": true}))
+                .await
+                .status
         }));
     }
     let mut created = 0;

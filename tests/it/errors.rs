@@ -36,10 +36,21 @@ async fn bad_input(backend: Backend) {
     let r = acme.post("/Users", json!({"userName": ""})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["scimType"], "invalidValue");
-    let r = acme.post("/Users", json!({"userName": "x@acme.example", "active": "maybe"})).await;
+    let r = acme
+        .post(
+            "/Users",
+            json!({"userName": "x@acme.example", "active": "maybe"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
 
-    for bad in ["userName+eq", "userName+zz+%22x%22", "(userName+eq+%22x%22", "userName+eq+%22x", "%22x%22"] {
+    for bad in [
+        "userName+eq",
+        "userName+zz+%22x%22",
+        "(userName+eq+%22x%22",
+        "userName+eq+%22x",
+        "%22x%22",
+    ] {
         let r = acme.get(&format!("/Users?filter={bad}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
         assert_eq!(r.body["scimType"], "invalidFilter", "{bad}");
@@ -49,47 +60,103 @@ async fn bad_input(backend: Backend) {
     let r = acme.get("/Users?sortOrder=sideways").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "emails[type eq", "value": "x"}]})).await;
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "emails[type eq", "value": "x"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["scimType"], "invalidPath");
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "remove"}]})).await;
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "remove"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["scimType"], "noTarget");
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "jump", "path": "active", "value": false}]})).await;
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "jump", "path": "active", "value": false}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "id", "value": "mine"}]})).await;
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "id", "value": "mine"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["scimType"], "mutability");
 
     // A PATCH whose second op fails leaves the first undone: one transaction or nothing.
-    let audit_before = s.store().await.audit_after(&OrgId::new("acme"), 0, 1000).await.unwrap().len();
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
+    let audit_before = s
+        .store()
+        .await
+        .audit_after(&OrgId::new("acme"), 0, 1000)
+        .await
+        .unwrap()
+        .len();
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
         {"op": "replace", "path": "active", "value": false},
-        {"op": "replace", "path": "userName", "value": 42}]})).await;
+        {"op": "replace", "path": "userName", "value": 42}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     let r = acme.get(&format!("/Users/{id}")).await;
     assert_eq!(r.body["active"], true);
     assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
-    let audit_after = s.store().await.audit_after(&OrgId::new("acme"), 0, 1000).await.unwrap().len();
-    assert_eq!(audit_before, audit_after, "a failed request writes no audit record");
+    let audit_after = s
+        .store()
+        .await
+        .audit_after(&OrgId::new("acme"), 0, 1000)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(
+        audit_before, audit_after,
+        "a failed request writes no audit record"
+    );
 
     // Renaming onto a taken userName is a 409 and nothing changes.
     acme.create_user("lee@acme.example").await;
-    let r = acme.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "userName", "value": "LEE@acme.example"}]})).await;
+    let r = acme
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "userName", "value": "LEE@acme.example"}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    assert_eq!(acme.get(&format!("/Users/{id}")).await.body["userName"], "kim@acme.example");
+    assert_eq!(
+        acme.get(&format!("/Users/{id}")).await.body["userName"],
+        "kim@acme.example"
+    );
 
     // Bodies over 1 MiB: 413 with a SCIM error body.
-    let big = format!("{{\"userName\":\"big@acme.example\",\"displayName\":\"{}\"}}", "x".repeat(1_100_000));
+    let big = format!(
+        "{{\"userName\":\"big@acme.example\",\"displayName\":\"{}\"}}",
+        "x".repeat(1_100_000)
+    );
     let r = raw(&s, Method::POST, "/Users", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.body["status"], "413");
-    assert_eq!(acme.get("/Users?filter=userName+eq+%22big%40acme.example%22").await.body["totalResults"], 0);
+    assert_eq!(
+        acme.get("/Users?filter=userName+eq+%22big%40acme.example%22")
+            .await
+            .body["totalResults"],
+        0
+    );
     s.stop().await;
 }
 both_backends!(bad_input);
@@ -106,13 +173,18 @@ async fn unbounded_filters_are_bounded(backend: Backend) {
         acme.create_user(&format!("u{i:02}@acme.example")).await;
     }
     let r = acme.get("/Users?count=500").await;
-    assert_eq!(r.body["itemsPerPage"], 5, "count is capped at scim.max_results");
+    assert_eq!(
+        r.body["itemsPerPage"], 5,
+        "count is capped at scim.max_results"
+    );
     assert_eq!(r.body["totalResults"], 11);
     let r = acme.get("/Users?filter=userName+co+%22acme%22").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     assert_eq!(r.body["scimType"], "tooMany");
     // An indexed lookup is still answered.
-    let r = acme.get("/Users?filter=userName+eq+%22u03%40acme.example%22").await;
+    let r = acme
+        .get("/Users?filter=userName+eq+%22u03%40acme.example%22")
+        .await;
     assert_eq!(r.body["totalResults"], 1);
     s.stop().await;
 }

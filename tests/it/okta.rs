@@ -16,31 +16,39 @@ async fn okta_sequence(backend: Backend) {
     let okta = s.acme();
 
     // 1. Okta checks whether the user exists.
-    let r = okta.get("/Users?filter=userName%20eq%20%22jane.doe%40acme.example%22&startIndex=1&count=100").await;
+    let r = okta
+        .get("/Users?filter=userName%20eq%20%22jane.doe%40acme.example%22&startIndex=1&count=100")
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["totalResults"], 0);
     assert_eq!(r.body["Resources"], json!([]));
 
     // 2. Create.
     let r = okta
-        .post("/Users", json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "jane.doe@acme.example",
-            "name": {"givenName": "Jane", "familyName": "Doe"},
-            "emails": [{"primary": true, "value": "jane.doe@acme.example", "type": "work"}],
-            "displayName": "Jane Doe",
-            "locale": "en-US",
-            "externalId": "00u1abcd",
-            "groups": [],
-            "password": "Okta-Sends-This-1",
-            "active": true
-        }))
+        .post(
+            "/Users",
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "jane.doe@acme.example",
+                "name": {"givenName": "Jane", "familyName": "Doe"},
+                "emails": [{"primary": true, "value": "jane.doe@acme.example", "type": "work"}],
+                "displayName": "Jane Doe",
+                "locale": "en-US",
+                "externalId": "00u1abcd",
+                "groups": [],
+                "password": "Okta-Sends-This-1",
+                "active": true
+            }),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
 
     // 3. Read back, then a profile update by full PUT (custom apps).
-    assert_eq!(okta.get(&format!("/Users/{id}")).await.body["userName"], "jane.doe@acme.example");
+    assert_eq!(
+        okta.get(&format!("/Users/{id}")).await.body["userName"],
+        "jane.doe@acme.example"
+    );
     let mut full = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "id": id,
@@ -56,38 +64,72 @@ async fn okta_sequence(backend: Backend) {
     assert_eq!(r.body["active"], true);
 
     // 4. Group push: create, add member, rename, remove member.
-    let r = okta.post("/Groups", json!({
+    let r = okta
+        .post(
+            "/Groups",
+            json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-        "displayName": "Engineering", "members": []})).await;
+        "displayName": "Engineering", "members": []}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let gid = r.body["id"].as_str().unwrap().to_string();
     let r = okta.patch(&format!("/Groups/{gid}"), json!({"schemas": [PATCH], "Operations": [
         {"op": "add", "path": "members", "value": [{"value": id, "display": "jane.doe@acme.example"}]}]})).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(member_ids(&r.body), vec![id.clone()]);
-    let r = okta.patch(&format!("/Groups/{gid}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "value": {"id": gid, "displayName": "Engineering-All"}}]})).await;
+    let r = okta
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "value": {"id": gid, "displayName": "Engineering-All"}}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["displayName"], "Engineering-All");
-    let r = okta.patch(&format!("/Groups/{gid}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})).await;
+    let r = okta
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert!(member_ids(&r.body).is_empty());
     // Okta re-sends removals; that is a no-op, not an error.
-    let r = okta.patch(&format!("/Groups/{gid}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})).await;
+    let r = okta
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     // Put her back for the deactivation step.
-    okta.patch(&format!("/Groups/{gid}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "add", "path": "members", "value": [{"value": id}]}]})).await;
+    okta.patch(
+        &format!("/Groups/{gid}"),
+        json!({"schemas": [PATCH], "Operations": [
+        {"op": "add", "path": "members", "value": [{"value": id}]}]}),
+    )
+    .await;
 
     // 5. Deactivate (no-path replace), reactivate.
-    let r = okta.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "value": {"active": false}}]})).await;
+    let r = okta
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "value": {"active": false}}]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["active"], false);
-    let r = okta.patch(&format!("/Users/{id}"), json!({"schemas": [PATCH], "Operations": [
-        {"op": "replace", "value": {"active": true}}]})).await;
+    let r = okta
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [
+        {"op": "replace", "value": {"active": true}}]}),
+        )
+        .await;
     assert_eq!(r.body["active"], true);
 
     // 6. A full PUT without `active: true` deactivates.
@@ -99,7 +141,10 @@ async fn okta_sequence(backend: Backend) {
     assert_eq!(r.body["totalResults"], 1);
 
     // 7. Delete.
-    assert_eq!(okta.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        okta.delete(&format!("/Users/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
 
     // The outbox holds the events the revocation machinery needs, in order.
     let store = s.store().await;
@@ -128,7 +173,11 @@ async fn okta_sequence(backend: Backend) {
         ]
     );
     let events = store.events_after(&org, 0, 1000).await.unwrap();
-    assert!(events.iter().any(|(_, e)| matches!(e, DirectoryEvent::GroupRenamed { .. })));
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, DirectoryEvent::GroupRenamed { .. }))
+    );
 
     // And every change is audited, with the credential as actor and no secret in it.
     let audit = store.audit_after(&org, 0, 1000).await.unwrap();
@@ -140,7 +189,10 @@ async fn okta_sequence(backend: Backend) {
     assert!(actions.contains(&"scim.group.patch"));
     assert!(audit.iter().all(|a| a.entry.actor == "scim:config:acme#0"));
     let dump = serde_json::to_string(&audit).unwrap();
-    assert!(!dump.contains("Okta-Sends-This-1"), "audit must not hold the password");
+    assert!(
+        !dump.contains("Okta-Sends-This-1"),
+        "audit must not hold the password"
+    );
     let deact = audit
         .iter()
         .find(|a| a.entry.action == "scim.user.patch" && a.entry.summary["active"] == false)

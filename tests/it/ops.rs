@@ -11,11 +11,24 @@ use crate::support::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness() {
     let s = TestServer::start(Backend::Sqlite).await;
-    let r = s.http.get(format!("{}/healthz", s.base())).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let r = s.http.get(format!("{}/readyz", s.base())).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers().get("x-request-id").is_some(), "every response carries a request id");
+    assert!(
+        r.headers().get("x-request-id").is_some(),
+        "every response carries a request id"
+    );
     s.stop().await;
 }
 
@@ -25,8 +38,19 @@ async fn database_outage_is_503_and_recovers() {
     // Route the broker's connections through a proxy the test can cut.
     let upstream: std::net::SocketAddr = {
         let admin = admin_database_url();
-        let hostport = admin.split('@').nth(1).unwrap().split('/').next().unwrap().to_string();
-        tokio::net::lookup_host(hostport).await.unwrap().next().unwrap()
+        let hostport = admin
+            .split('@')
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        tokio::net::lookup_host(hostport)
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
     };
     let proxy = CutProxy::start(upstream).await;
     let proxied = url.replacen(&upstream.to_string(), &proxy.addr.to_string(), 1);
@@ -40,29 +64,57 @@ async fn database_outage_is_503_and_recovers() {
     let r = acme.get(&format!("/Users/{id}")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(r.body["status"], "503");
-    let r = acme.post("/Users", serde_json::json!({"userName": "during@acme.example"})).await;
+    let r = acme
+        .post(
+            "/Users",
+            serde_json::json!({"userName": "during@acme.example"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    let r = s.http.get(format!("{}/readyz", s.base())).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    assert!(started.elapsed() < Duration::from_secs(10), "errors come fast, not after a hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "errors come fast, not after a hang"
+    );
     // Liveness is unaffected.
-    let r = s.http.get(format!("{}/healthz", s.base())).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
     proxy.restore().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = s.http.get(format!("{}/readyz", s.base())).send().await.unwrap();
+        let r = s
+            .http
+            .get(format!("{}/readyz", s.base()))
+            .send()
+            .await
+            .unwrap();
         if r.status() == StatusCode::OK {
             break;
         }
         assert!(Instant::now() < deadline, "readiness did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(acme.get(&format!("/Users/{id}")).await.status, StatusCode::OK);
+    assert_eq!(
+        acme.get(&format!("/Users/{id}")).await.status,
+        StatusCode::OK
+    );
     // Nothing was half-written during the outage.
-    let r = acme.get("/Users?filter=userName+eq+%22during%40acme.example%22").await;
+    let r = acme
+        .get("/Users?filter=userName+eq+%22during%40acme.example%22")
+        .await;
     assert_eq!(r.body["totalResults"], 0);
     s.stop().await;
 }

@@ -2,7 +2,16 @@
 
 #[test]
 fn domain_is_pure() {
-    let forbidden = ["axum", "sqlx", "redis", "reqwest", "openidconnect", "samael", "hyper", "tower"];
+    let forbidden = [
+        "axum",
+        "sqlx",
+        "redis",
+        "reqwest",
+        "openidconnect",
+        "samael",
+        "hyper",
+        "tower",
+    ];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {

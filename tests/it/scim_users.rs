@@ -27,34 +27,52 @@ async fn user_lifecycle(backend: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
-    assert_eq!(r.header("content-type").as_deref(), Some("application/scim+json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/scim+json")
+    );
     assert_eq!(r.header("etag").as_deref(), Some("W/\"1\""));
-    assert_eq!(r.header("location"), Some(format!("{}/Users/{id}", s.scim("acme"))));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/Users/{id}", s.scim("acme")))
+    );
     assert_eq!(r.body["meta"]["resourceType"], "User");
     assert_eq!(r.body["meta"]["version"], "W/\"1\"");
-    assert!(r.body.get("password").is_none(), "password must never be returned");
+    assert!(
+        r.body.get("password").is_none(),
+        "password must never be returned"
+    );
     assert_eq!(
         r.body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"],
         "R&D"
     );
 
     // GET by id, with projection.
-    let r = acme.get(&format!("/Users/{id}?attributes=userName,name.givenName")).await;
+    let r = acme
+        .get(&format!("/Users/{id}?attributes=userName,name.givenName"))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["userName"], "Ann.Lee@acme.example");
     assert_eq!(r.body["name"]["givenName"], "Ann");
     assert!(r.body["name"].get("familyName").is_none());
     assert!(r.body.get("emails").is_none());
     assert_eq!(r.body["id"], id.as_str());
-    let r = acme.get(&format!("/Users/{id}?excludedAttributes=emails")).await;
+    let r = acme
+        .get(&format!("/Users/{id}?excludedAttributes=emails"))
+        .await;
     assert!(r.body.get("emails").is_none());
     assert!(r.body.get("userName").is_some());
 
     // userName is unique per org, case-insensitively.
-    let r = acme.post("/Users", json!({"userName": "ann.lee@ACME.example"})).await;
+    let r = acme
+        .post("/Users", json!({"userName": "ann.lee@ACME.example"}))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(r.body["scimType"], "uniqueness");
-    assert_eq!(r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(
+        r.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
 
     // Filters: Okta's exact form, case-insensitive userName, externalId (case-exact).
     let r = acme
@@ -63,7 +81,10 @@ async fn user_lifecycle(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["totalResults"], 1);
     assert_eq!(r.body["Resources"][0]["id"], id.as_str());
-    assert_eq!(r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:ListResponse");
+    assert_eq!(
+        r.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+    );
     let r = acme.get("/Users?filter=externalId+eq+%22ext-ann%22").await;
     assert_eq!(r.body["totalResults"], 1);
     let r = acme.get("/Users?filter=externalId+eq+%22EXT-ANN%22").await;
@@ -72,17 +93,36 @@ async fn user_lifecycle(backend: Backend) {
         .get("/Users?filter=emails%5Btype+eq+%22work%22%5D.value+co+%22acme.example%22+and+active+eq+true")
         .await;
     assert_eq!(r.body["totalResults"], 1, "{:?}", r.body);
-    let r = acme.get("/Users?filter=name.familyName+sw+%22L%22+and+not+(userName+eq+%22x%22)").await;
+    let r = acme
+        .get("/Users?filter=name.familyName+sw+%22L%22+and+not+(userName+eq+%22x%22)")
+        .await;
     assert_eq!(r.body["totalResults"], 1, "{:?}", r.body);
 
     // PUT replaces; If-Match with a stale version is 412.
     let put = json!({"userName": "Ann.Lee@acme.example", "active": true, "displayName": "Ann L"});
-    let r = acme.send_with(reqwest::Method::PUT, &format!("/Users/{id}"), Some(put.clone()), &[("if-match", "W/\"7\"")]).await;
+    let r = acme
+        .send_with(
+            reqwest::Method::PUT,
+            &format!("/Users/{id}"),
+            Some(put.clone()),
+            &[("if-match", "W/\"7\"")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
-    let r = acme.send_with(reqwest::Method::PUT, &format!("/Users/{id}"), Some(put), &[("if-match", "W/\"1\"")]).await;
+    let r = acme
+        .send_with(
+            reqwest::Method::PUT,
+            &format!("/Users/{id}"),
+            Some(put),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["displayName"], "Ann L");
-    assert!(r.body.get("name").is_none(), "PUT replaces the whole resource");
+    assert!(
+        r.body.get("name").is_none(),
+        "PUT replaces the whole resource"
+    );
     assert_eq!(r.header("etag").as_deref(), Some("W/\"2\""));
     assert_eq!(r.body["active"], true);
 
@@ -115,20 +155,39 @@ async fn paging_and_sorting(backend: Backend) {
     for name in ["carol", "alice", "bob", "dave", "erin"] {
         acme.create_user(&format!("{name}@acme.example")).await;
     }
-    let r = acme.get("/Users?sortBy=userName&startIndex=2&count=2").await;
+    let r = acme
+        .get("/Users?sortBy=userName&startIndex=2&count=2")
+        .await;
     assert_eq!(r.body["totalResults"], 5);
     assert_eq!(r.body["startIndex"], 2);
     assert_eq!(r.body["itemsPerPage"], 2);
-    let names: Vec<&str> =
-        r.body["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["bob@acme.example", "carol@acme.example"]);
-    let r = acme.get("/Users?sortBy=userName&sortOrder=descending&count=1").await;
+    let r = acme
+        .get("/Users?sortBy=userName&sortOrder=descending&count=1")
+        .await;
     assert_eq!(r.body["Resources"][0]["userName"], "erin@acme.example");
     // In-memory sort on a non-indexed attribute with a filter.
     let r = acme.get("/Users?filter=not+(userName+sw+%22b%22)+and+not+(userName+sw+%22e%22)&sortBy=emails.value&count=10").await;
-    let names: Vec<&str> =
-        r.body["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["alice@acme.example", "carol@acme.example", "dave@acme.example"]);
+    let names: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "alice@acme.example",
+            "carol@acme.example",
+            "dave@acme.example"
+        ]
+    );
     // count=0 returns only the total; count is capped at max_results.
     let r = acme.get("/Users?count=0").await;
     assert_eq!(r.body["totalResults"], 5);
@@ -137,8 +196,11 @@ async fn paging_and_sorting(backend: Backend) {
     assert_eq!(r.body["itemsPerPage"], 5);
     // POST .search
     let r = acme
-        .post("/Users/.search", json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-                                        "filter": "userName sw \"b\"", "attributes": ["userName"]}))
+        .post(
+            "/Users/.search",
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                                        "filter": "userName sw \"b\"", "attributes": ["userName"]}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["totalResults"], 1);
@@ -160,10 +222,16 @@ async fn discovery_documents(backend: Backend) {
     let r = acme.get("/ResourceTypes/User").await;
     assert_eq!(r.body["endpoint"], "/Users");
     let r = acme.get("/Schemas").await;
-    let ids: Vec<&str> =
-        r.body["Resources"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"));
-    let r = acme.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group").await;
+    let r = acme
+        .get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group")
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["name"], "Group");
     let r = acme.get("/Schemas/urn:nope").await;

@@ -19,13 +19,24 @@ use crate::support::{Backend, fresh_database};
 
 async fn store(backend: Backend) -> SqlStore {
     let (url, _) = fresh_database(backend).await;
-    let s = SqlStore::connect(&url, &SqlOptions { max_connections: 4, acquire_timeout: Duration::from_secs(5) })
-        .await
-        .unwrap();
+    let s = SqlStore::connect(
+        &url,
+        &SqlOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
     s.migrate().await.unwrap();
     s.migrate().await.unwrap();
     for org in ["acme", "globex"] {
-        s.upsert_org(&OrgRecord { id: OrgId::new(org), display_name: org.into() }).await.unwrap();
+        s.upsert_org(&OrgRecord {
+            id: OrgId::new(org),
+            display_name: org.into(),
+        })
+        .await
+        .unwrap();
     }
     s
 }
@@ -75,40 +86,88 @@ async fn directory_port(backend: Backend) {
     let s = store(backend).await;
     let acme = OrgId::new("acme");
     let u1 = user("acme", "u1", "Ann@Example.com", 1);
-    let ev = vec![DirectoryEvent::UserCreated { user: u1.id.clone(), active: true }];
+    let ev = vec![DirectoryEvent::UserCreated {
+        user: u1.id.clone(),
+        active: true,
+    }];
     s.create_user(&u1, &change("acme", "u1", ev)).await.unwrap();
     assert_eq!(s.get_user(&acme, &u1.id).await.unwrap(), Some(u1.clone()));
-    assert_eq!(s.get_user(&OrgId::new("globex"), &u1.id).await.unwrap(), None);
+    assert_eq!(
+        s.get_user(&OrgId::new("globex"), &u1.id).await.unwrap(),
+        None
+    );
 
     // Case-insensitive uniqueness of userName within an org, but not across orgs.
     let dup = user("acme", "u2", "ann@example.COM", 1);
-    assert_eq!(s.create_user(&dup, &change("acme", "u2", vec![])).await, Err(StoreError::Conflict("userName".into())));
-    s.create_user(&user("globex", "u2", "ann@example.com", 1), &change("globex", "u2", vec![])).await.unwrap();
+    assert_eq!(
+        s.create_user(&dup, &change("acme", "u2", vec![])).await,
+        Err(StoreError::Conflict("userName".into()))
+    );
+    s.create_user(
+        &user("globex", "u2", "ann@example.com", 1),
+        &change("globex", "u2", vec![]),
+    )
+    .await
+    .unwrap();
 
     // Index lookups.
-    let by_name = s.scan_users(&acme, &scan(Some((IndexedAttr::UserName, "ANN@example.com")))).await.unwrap();
+    let by_name = s
+        .scan_users(
+            &acme,
+            &scan(Some((IndexedAttr::UserName, "ANN@example.com"))),
+        )
+        .await
+        .unwrap();
     assert_eq!(by_name.total, 1);
-    let by_ext = s.scan_users(&acme, &scan(Some((IndexedAttr::ExternalId, "ext-u1")))).await.unwrap();
+    let by_ext = s
+        .scan_users(&acme, &scan(Some((IndexedAttr::ExternalId, "ext-u1"))))
+        .await
+        .unwrap();
     assert_eq!(by_ext.items.len(), 1);
-    let by_mail = s.scan_users(&acme, &scan(Some((IndexedAttr::Email, "ANN@EXAMPLE.COM")))).await.unwrap();
+    let by_mail = s
+        .scan_users(&acme, &scan(Some((IndexedAttr::Email, "ANN@EXAMPLE.COM"))))
+        .await
+        .unwrap();
     assert_eq!(by_mail.items.len(), 1);
 
     // Compare-and-set on the version.
     let mut v2 = u1.clone();
     v2.version = 2;
     v2.active = false;
-    assert_eq!(s.update_user(&v2, 7, &change("acme", "u1", vec![])).await, Err(StoreError::VersionMismatch));
-    s.update_user(&v2, 1, &change("acme", "u1", vec![DirectoryEvent::UserDeactivated { user: u1.id.clone() }]))
-        .await
-        .unwrap();
+    assert_eq!(
+        s.update_user(&v2, 7, &change("acme", "u1", vec![])).await,
+        Err(StoreError::VersionMismatch)
+    );
+    s.update_user(
+        &v2,
+        1,
+        &change(
+            "acme",
+            "u1",
+            vec![DirectoryEvent::UserDeactivated {
+                user: u1.id.clone(),
+            }],
+        ),
+    )
+    .await
+    .unwrap();
     assert!(!s.get_user(&acme, &u1.id).await.unwrap().unwrap().active);
-    assert_eq!(s.update_user(&v2, 1, &change("acme", "u1", vec![])).await, Err(StoreError::VersionMismatch));
+    assert_eq!(
+        s.update_user(&v2, 1, &change("acme", "u1", vec![])).await,
+        Err(StoreError::VersionMismatch)
+    );
     let ghost = user("acme", "ghost", "ghost@x", 2);
-    assert_eq!(s.update_user(&ghost, 1, &change("acme", "ghost", vec![])).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.update_user(&ghost, 1, &change("acme", "ghost", vec![]))
+            .await,
+        Err(StoreError::NotFound)
+    );
 
     // Groups with a membership delta.
     let u3 = user("acme", "u3", "bo@example.com", 1);
-    s.create_user(&u3, &change("acme", "u3", vec![])).await.unwrap();
+    s.create_user(&u3, &change("acme", "u3", vec![]))
+        .await
+        .unwrap();
     let g = Group {
         id: GroupId::new("g1"),
         org: acme.clone(),
@@ -119,46 +178,100 @@ async fn directory_port(backend: Backend) {
         created_ms: 5,
         modified_ms: 5,
     };
-    s.create_group(&g, std::slice::from_ref(&u1.id), &change("acme", "g1", vec![])).await.unwrap();
+    s.create_group(
+        &g,
+        std::slice::from_ref(&u1.id),
+        &change("acme", "g1", vec![]),
+    )
+    .await
+    .unwrap();
     let mut g2 = g.clone();
     g2.version = 2;
-    s.update_group(&g2, 1, std::slice::from_ref(&u3.id), std::slice::from_ref(&u1.id), &change("acme", "g1", vec![]))
+    s.update_group(
+        &g2,
+        1,
+        std::slice::from_ref(&u3.id),
+        std::slice::from_ref(&u1.id),
+        &change("acme", "g1", vec![]),
+    )
+    .await
+    .unwrap();
+    let members = s
+        .members_of(&acme, std::slice::from_ref(&g.id))
         .await
         .unwrap();
-    let members = s.members_of(&acme, std::slice::from_ref(&g.id)).await.unwrap();
     let ids: Vec<&str> = members[&g.id].iter().map(|m| m.user_id.as_str()).collect();
     assert_eq!(ids, vec!["u3"]);
     assert_eq!(members[&g.id][0].display, "bo@example.com");
-    let groups = s.groups_of(&acme, std::slice::from_ref(&u3.id)).await.unwrap();
+    let groups = s
+        .groups_of(&acme, std::slice::from_ref(&u3.id))
+        .await
+        .unwrap();
     assert_eq!(groups[&u3.id][0].display, "Eng");
     assert_eq!(
-        s.update_group(&g2, 1, &[], &[], &change("acme", "g1", vec![])).await,
+        s.update_group(&g2, 1, &[], &[], &change("acme", "g1", vec![]))
+            .await,
         Err(StoreError::VersionMismatch)
     );
-    let by_name = s.scan_groups(&acme, &scan(Some((IndexedAttr::DisplayName, "eNG")))).await.unwrap();
+    let by_name = s
+        .scan_groups(&acme, &scan(Some((IndexedAttr::DisplayName, "eNG"))))
+        .await
+        .unwrap();
     assert_eq!(by_name.total, 1);
     let existing = s
-        .existing_users(&acme, &[UserId::new("u1"), UserId::new("nope"), UserId::new("u3")])
+        .existing_users(
+            &acme,
+            &[UserId::new("u1"), UserId::new("nope"), UserId::new("u3")],
+        )
         .await
         .unwrap();
     assert_eq!(existing.len(), 2);
 
     // Deleting a user removes its memberships; deletes are version-checked too.
-    assert_eq!(s.delete_user(&acme, &u3.id, 9, &change("acme", "u3", vec![])).await, Err(StoreError::VersionMismatch));
-    s.delete_user(&acme, &u3.id, 1, &change("acme", "u3", vec![])).await.unwrap();
-    assert!(s.members_of(&acme, std::slice::from_ref(&g.id)).await.unwrap().get(&g.id).is_none());
-    assert_eq!(s.get_group(&acme, &g.id).await.unwrap().unwrap().version, 3, "group version bumped");
-    s.delete_group(&acme, &g.id, 3, &change("acme", "g1", vec![])).await.unwrap();
+    assert_eq!(
+        s.delete_user(&acme, &u3.id, 9, &change("acme", "u3", vec![]))
+            .await,
+        Err(StoreError::VersionMismatch)
+    );
+    s.delete_user(&acme, &u3.id, 1, &change("acme", "u3", vec![]))
+        .await
+        .unwrap();
+    assert!(
+        !s.members_of(&acme, std::slice::from_ref(&g.id))
+            .await
+            .unwrap()
+            .contains_key(&g.id)
+    );
+    assert_eq!(
+        s.get_group(&acme, &g.id).await.unwrap().unwrap().version,
+        3,
+        "group version bumped"
+    );
+    s.delete_group(&acme, &g.id, 3, &change("acme", "g1", vec![]))
+        .await
+        .unwrap();
     assert_eq!(s.get_group(&acme, &g.id).await.unwrap(), None);
 
     // Paging and totals.
     for i in 0..5 {
-        s.create_user(&user("acme", &format!("p{i}"), &format!("p{i}@x"), 1), &change("acme", "p", vec![]))
-            .await
-            .unwrap();
+        s.create_user(
+            &user("acme", &format!("p{i}"), &format!("p{i}@x"), 1),
+            &change("acme", "p", vec![]),
+        )
+        .await
+        .unwrap();
     }
     let page = s
-        .scan_users(&acme, &Scan { lookup: None, sort: SortAttr::Name, descending: true, offset: 1, limit: 2 })
+        .scan_users(
+            &acme,
+            &Scan {
+                lookup: None,
+                sort: SortAttr::Name,
+                descending: true,
+                offset: 1,
+                limit: 2,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.total, 6);
@@ -172,17 +285,28 @@ async fn directory_port(backend: Backend) {
     let audit = s.audit_after(&acme, 0, 1000).await.unwrap();
     assert!(audit.len() >= 10);
     assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(s.audit_after(&OrgId::new("globex"), 0, 100).await.unwrap().len() == 1);
+    assert!(
+        s.audit_after(&OrgId::new("globex"), 0, 100)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
     s.close().await;
 }
 both_backends!(directory_port);
 
 async fn audit_log_is_append_only(backend: Backend) {
     let s = store(backend).await;
-    s.create_user(&user("acme", "u1", "a@x", 1), &change("acme", "u1", vec![])).await.unwrap();
+    s.create_user(&user("acme", "u1", "a@x", 1), &change("acme", "u1", vec![]))
+        .await
+        .unwrap();
     // Through a raw connection on the same database, UPDATE and DELETE are refused.
     let pool = s.clone();
-    for sql in ["UPDATE audit_log SET actor = 'mallory'", "DELETE FROM audit_log"] {
+    for sql in [
+        "UPDATE audit_log SET actor = 'mallory'",
+        "DELETE FROM audit_log",
+    ] {
         let res = pool.raw_execute(sql).await;
         assert!(res.is_err(), "{sql} must be refused");
     }
@@ -197,7 +321,12 @@ async fn credentials_and_orgs(backend: Backend) {
     let s = store(backend).await;
     let orgs = s.list_orgs().await.unwrap();
     assert_eq!(orgs.len(), 2);
-    s.upsert_org(&OrgRecord { id: OrgId::new("acme"), display_name: "Acme Corp".into() }).await.unwrap();
+    s.upsert_org(&OrgRecord {
+        id: OrgId::new("acme"),
+        display_name: "Acme Corp".into(),
+    })
+    .await
+    .unwrap();
     assert_eq!(s.list_orgs().await.unwrap()[0].display_name, "Acme Corp");
     let c = CredentialRecord {
         id: "c1".into(),
@@ -207,7 +336,9 @@ async fn credentials_and_orgs(backend: Backend) {
         secret_hash: auth_broker::crypto::secret::hash_str("ab_scim_x").to_string(),
         created_ms: 1,
     };
-    s.insert_credentials(std::slice::from_ref(&c)).await.unwrap();
+    s.insert_credentials(std::slice::from_ref(&c))
+        .await
+        .unwrap();
     // All-or-nothing: a batch with a duplicate id stores none of it.
     let mut c2 = c.clone();
     c2.id = "c2".into();

@@ -59,7 +59,10 @@ pub async fn fresh_database(backend: Backend) -> (String, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ab-it-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     match backend {
-        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", dir.join("broker.db").display()), dir),
+        Backend::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.join("broker.db").display()),
+            dir,
+        ),
         Backend::Postgres => {
             let name = format!("ab_it_{}", uuid::Uuid::new_v4().simple());
             let admin = admin_database_url();
@@ -150,7 +153,10 @@ impl TestServer {
             backend,
             database_url: config.database_url(),
             data_dir: config.storage.data_dir.clone(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -168,19 +174,30 @@ impl TestServer {
 
     /// A SCIM client of `acme`.
     pub fn acme(&self) -> Scim {
-        Scim { http: self.http.clone(), base: self.scim("acme"), token: ACME_TOKEN.into() }
+        Scim {
+            http: self.http.clone(),
+            base: self.scim("acme"),
+            token: ACME_TOKEN.into(),
+        }
     }
 
     /// A SCIM client of `globex`.
     pub fn globex(&self) -> Scim {
-        Scim { http: self.http.clone(), base: self.scim("globex"), token: GLOBEX_TOKEN.into() }
+        Scim {
+            http: self.http.clone(),
+            base: self.scim("globex"),
+            token: GLOBEX_TOKEN.into(),
+        }
     }
 
     /// Opens the same system of record directly (for assertions on audit and events).
     pub async fn store(&self) -> SqlStore {
         SqlStore::connect(
             &self.database_url,
-            &SqlOptions { max_connections: 2, acquire_timeout: Duration::from_secs(5) },
+            &SqlOptions {
+                max_connections: 2,
+                acquire_timeout: Duration::from_secs(5),
+            },
         )
         .await
         .unwrap()
@@ -216,7 +233,10 @@ pub struct Resp {
 impl Resp {
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
@@ -284,7 +304,10 @@ impl Scim {
 
     /// Creates a group and returns its id (asserting 201).
     pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members.iter().map(|m| serde_json::json!({"value": m})).collect();
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| serde_json::json!({"value": m}))
+            .collect();
         let r = self
             .post(
                 "/Groups",
@@ -311,14 +334,22 @@ pub async fn read(resp: reqwest::Response) -> Resp {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    Resp { status, headers, body }
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// The ids of the members of a group response.
 pub fn member_ids(group: &Value) -> Vec<String> {
     let mut ids: Vec<String> = group["members"]
         .as_array()
-        .map(|a| a.iter().filter_map(|m| m["value"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     ids.sort();
     ids
@@ -340,7 +371,10 @@ impl CutProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(ProxyState { up: true, conns: Vec::new() }));
+        let state = Arc::new(Mutex::new(ProxyState {
+            up: true,
+            conns: Vec::new(),
+        }));
         let st = state.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {

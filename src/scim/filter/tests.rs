@@ -444,7 +444,6 @@ fn hostile_and_malformed_input_is_a_clean_error() {
         "userName\u{200b} eq \"x\"",
         r#"emails[type eq "work""#,
         r#"emails[type eq "work"]]"#,
-        r#"emails[type eq "work"].value eq "x""#,
         r#"emails[value[type pr]]"#,
         r#"emails[]"#,
         r#"emails["x"]"#,
@@ -518,6 +517,12 @@ fn long_flat_chains_within_the_length_limit() {
     let f = parse(&chain).unwrap();
     assert!(f.matches(&user()));
     assert_eq!(parse(&f.to_string()), Ok(f));
+    // The longest chain that fits: evaluation, display and drop recurse ~1000 deep.
+    let widest = vec!["a pr"; 1000].join(" or ");
+    assert!(widest.len() <= MAX_FILTER_LEN);
+    let f = parse(&widest).unwrap();
+    assert!(!f.matches(&user()));
+    assert!(f.to_string().len() >= widest.len());
     let ors = vec![r#"title eq "x""#; 500].join(" or ");
     assert!(!parse(&ors).unwrap().matches(&user()));
 }
@@ -633,4 +638,28 @@ fn element_matching_uses_parent_rules() {
     assert!(f.matches_element(&json!({"value": "u1"}), "members"));
     assert!(!f.matches_element(&json!({"value": "U1"}), "members"));
     assert!(f.matches_element(&json!({"value": "U1"}), "emails"));
+}
+
+#[test]
+fn value_filter_with_sub_attribute() {
+    let user = json!({"emails": [
+        {"type": "home", "value": "ann@home.example"},
+        {"type": "work", "value": "ann@acme.example"}]});
+    assert!(
+        parse(r#"emails[type eq "work"].value co "acme""#)
+            .unwrap()
+            .matches(&user)
+    );
+    assert!(
+        !parse(r#"emails[type eq "home"].value co "acme""#)
+            .unwrap()
+            .matches(&user)
+    );
+    assert!(
+        parse(r#"emails[type eq "work"].value pr and not (userName pr)"#)
+            .unwrap()
+            .matches(&user)
+    );
+    assert!(parse(r#"emails[type eq "work"]. eq "x""#).is_err());
+    assert!(parse(r#"emails.value eq "x""#).is_ok());
 }

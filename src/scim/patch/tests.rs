@@ -747,6 +747,7 @@ fn patch_paths_parse() {
         );
     }
     let long = format!("emails[value eq \"{}\"]", "x".repeat(9000));
+    let deep = format!("emails[{}type pr{}]", "(".repeat(200), ")".repeat(200));
     let bad = [
         "",
         "   ",
@@ -767,6 +768,7 @@ fn patch_paths_parse() {
         "urn:x",
         "üser",
         &long,
+        &deep,
     ];
     for input in bad {
         let err = parse_patch_path(input).unwrap_err();

@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::{
-    MAX_ATTEMPTS, Provisioning, ScimCtx, ScimResource, backoff, check_if_match, render,
-    store_error,
+    MAX_ATTEMPTS, Provisioning, ScimCtx, ScimResource, backoff, check_if_match, render, store_error,
 };
 use crate::domain::directory::{Group, membership_transition};
 use crate::domain::events::DirectoryEvent;
@@ -26,23 +25,41 @@ impl Provisioning {
     }
 
     /// POST /Groups.
-    pub async fn create_group(&self, ctx: &ScimCtx, body: Value) -> Result<ScimResource, ScimError> {
+    pub async fn create_group(
+        &self,
+        ctx: &ScimCtx,
+        body: Value,
+    ) -> Result<ScimResource, ScimError> {
         let (attrs, members) = split_members(normalize::normalize_group(body)?);
         self.check_members_exist(ctx, &members).await?;
         let now = self.clock.now_ms();
         let group = build_group(ctx, GroupId::generate(), attrs, 1, now, now);
         let (added, _, mut events) = membership_transition(&group.id, &[], &members);
-        events.insert(0, DirectoryEvent::GroupCreated { group: group.id.clone() });
+        events.insert(
+            0,
+            DirectoryEvent::GroupCreated {
+                group: group.id.clone(),
+            },
+        );
         let summary = json!({
             "displayName": group.display_name,
             "membersAdded": added.len(),
             "added": ids(&added),
         });
         let change = Change {
-            audit: self.audit(ctx, "scim.group.create", "Group", group.id.as_str(), summary),
+            audit: self.audit(
+                ctx,
+                "scim.group.create",
+                "Group",
+                group.id.as_str(),
+                summary,
+            ),
             events,
         };
-        self.dir.create_group(&group, &added, &change).await.map_err(store_error)?;
+        self.dir
+            .create_group(&group, &added, &change)
+            .await
+            .map_err(store_error)?;
         self.render_group(ctx, &group).await
     }
 
@@ -74,7 +91,10 @@ impl Provisioning {
         self.write_group(ctx, id, if_match, "scim.group.patch", |old, members| {
             let member_list: Vec<crate::domain::directory::Member> = members
                 .iter()
-                .map(|u| crate::domain::directory::Member { user_id: u.clone(), display: String::new() })
+                .map(|u| crate::domain::directory::Member {
+                    user_id: u.clone(),
+                    display: String::new(),
+                })
                 .collect();
             let mut doc = render::group(old, &member_list, &base);
             patch::apply(&mut doc, &req.operations, ResourceKind::Group)?;
@@ -95,7 +115,9 @@ impl Provisioning {
             check_if_match(if_match, old.version)?;
             let members = self.member_ids(ctx, &old.id).await?;
             let (_, removed, mut events) = membership_transition(&old.id, &members, &[]);
-            events.push(DirectoryEvent::GroupDeleted { group: old.id.clone() });
+            events.push(DirectoryEvent::GroupDeleted {
+                group: old.id.clone(),
+            });
             let summary = json!({
                 "displayName": old.display_name,
                 "membersRemoved": removed.len(),
@@ -105,13 +127,20 @@ impl Provisioning {
                 audit: self.audit(ctx, "scim.group.delete", "Group", id, summary),
                 events,
             };
-            match self.dir.delete_group(&ctx.org, &old.id, old.version, &change).await {
+            match self
+                .dir
+                .delete_group(&ctx.org, &old.id, old.version, &change)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(409, "the group is changing too fast; retry"))
+        Err(ScimError::status(
+            409,
+            "the group is changing too fast; retry",
+        ))
     }
 
     async fn write_group<F>(
@@ -137,9 +166,18 @@ impl Provisioning {
             }
             self.check_members_exist(ctx, &added).await?;
             let now = self.clock.now_ms().max(old.modified_ms);
-            let new = build_group(ctx, old.id.clone(), attrs, old.version + 1, old.created_ms, now);
+            let new = build_group(
+                ctx,
+                old.id.clone(),
+                attrs,
+                old.version + 1,
+                old.created_ms,
+                now,
+            );
             if new.display_name != old.display_name {
-                events.push(DirectoryEvent::GroupRenamed { group: new.id.clone() });
+                events.push(DirectoryEvent::GroupRenamed {
+                    group: new.id.clone(),
+                });
             }
             let summary = json!({
                 "displayName": new.display_name,
@@ -149,22 +187,41 @@ impl Provisioning {
                 "added": ids(&added),
                 "removed": ids(&removed),
             });
-            let change = Change { audit: self.audit(ctx, action, "Group", id, summary), events };
-            match self.dir.update_group(&new, old.version, &added, &removed, &change).await {
+            let change = Change {
+                audit: self.audit(ctx, action, "Group", id, summary),
+                events,
+            };
+            match self
+                .dir
+                .update_group(&new, old.version, &added, &removed, &change)
+                .await
+            {
                 Ok(()) => return self.render_group(ctx, &new).await,
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(409, "the group is changing too fast; retry"))
+        Err(ScimError::status(
+            409,
+            "the group is changing too fast; retry",
+        ))
     }
 
-    async fn check_members_exist(&self, ctx: &ScimCtx, members: &[UserId]) -> Result<(), ScimError> {
+    async fn check_members_exist(
+        &self,
+        ctx: &ScimCtx,
+        members: &[UserId],
+    ) -> Result<(), ScimError> {
         if members.is_empty() {
             return Ok(());
         }
-        let found: HashSet<UserId> =
-            self.dir.existing_users(&ctx.org, members).await.map_err(store_error)?.into_iter().collect();
+        let found: HashSet<UserId> = self
+            .dir
+            .existing_users(&ctx.org, members)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
         if let Some(missing) = members.iter().find(|m| !found.contains(*m)) {
             return Err(ScimError::invalid_value(format!(
                 "member {missing} is not a user of this org"
@@ -179,7 +236,11 @@ impl Provisioning {
             .members_of(&ctx.org, std::slice::from_ref(id))
             .await
             .map_err(store_error)?;
-        Ok(m.remove(id).unwrap_or_default().into_iter().map(|m| m.user_id).collect())
+        Ok(m.remove(id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect())
     }
 
     pub(super) async fn load_group(&self, ctx: &ScimCtx, id: &str) -> Result<Group, ScimError> {
@@ -235,9 +296,15 @@ fn build_group(
     created_ms: i64,
     modified_ms: i64,
 ) -> Group {
-    let display_name =
-        attrs.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string();
-    let external_id = attrs.get("externalId").and_then(Value::as_str).map(str::to_string);
+    let display_name = attrs
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let external_id = attrs
+        .get("externalId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Group {
         id,
         org: ctx.org.clone(),
@@ -251,5 +318,8 @@ fn build_group(
 }
 
 fn ids(list: &[UserId]) -> Vec<&str> {
-    list.iter().take(AUDIT_ID_LIMIT).map(UserId::as_str).collect()
+    list.iter()
+        .take(AUDIT_ID_LIMIT)
+        .map(UserId::as_str)
+        .collect()
 }

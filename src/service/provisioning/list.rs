@@ -55,7 +55,12 @@ impl Provisioning {
             .count
             .unwrap_or(self.limits.default_count as i64)
             .clamp(0, self.limits.max_results as i64) as u64;
-        let descending = match q.sort_order.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let descending = match q
+            .sort_order
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("ascending") => false,
             Some("descending") => true,
             Some(other) => {
@@ -64,7 +69,12 @@ impl Provisioning {
                 )));
             }
         };
-        let sort = match q.sort_by.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let sort = match q
+            .sort_by
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => Sort::Sql(SortAttr::Natural),
             Some(s) => sort_for(kind, s)?,
         };
@@ -119,8 +129,11 @@ impl Provisioning {
                     all.reverse();
                 }
                 let total = all.len() as u64;
-                let page: Vec<Value> =
-                    all.into_iter().skip((start - 1) as usize).take(count as usize).collect();
+                let page: Vec<Value> = all
+                    .into_iter()
+                    .skip((start - 1) as usize)
+                    .take(count as usize)
+                    .collect();
                 (page, total)
             }
         };
@@ -144,27 +157,43 @@ impl Provisioning {
     ) -> Result<(Vec<Value>, u64), ScimError> {
         match kind {
             ResourceKind::User => {
-                let page = self.dir.scan_users(&ctx.org, scan).await.map_err(store_error)?;
+                let page = self
+                    .dir
+                    .scan_users(&ctx.org, scan)
+                    .await
+                    .map_err(store_error)?;
                 let ids: Vec<_> = page.items.iter().map(|u| u.id.clone()).collect();
                 let mut groups = if ids.is_empty() {
                     Default::default()
                 } else {
-                    self.dir.groups_of(&ctx.org, &ids).await.map_err(store_error)?
+                    self.dir
+                        .groups_of(&ctx.org, &ids)
+                        .await
+                        .map_err(store_error)?
                 };
                 let items = page
                     .items
                     .iter()
-                    .map(|u| render::user(u, &groups.remove(&u.id).unwrap_or_default(), &ctx.base_url))
+                    .map(|u| {
+                        render::user(u, &groups.remove(&u.id).unwrap_or_default(), &ctx.base_url)
+                    })
                     .collect();
                 Ok((items, page.total))
             }
             ResourceKind::Group => {
-                let page = self.dir.scan_groups(&ctx.org, scan).await.map_err(store_error)?;
+                let page = self
+                    .dir
+                    .scan_groups(&ctx.org, scan)
+                    .await
+                    .map_err(store_error)?;
                 let ids: Vec<_> = page.items.iter().map(|g| g.id.clone()).collect();
                 let mut members = if ids.is_empty() {
                     Default::default()
                 } else {
-                    self.dir.members_of(&ctx.org, &ids).await.map_err(store_error)?
+                    self.dir
+                        .members_of(&ctx.org, &ids)
+                        .await
+                        .map_err(store_error)?
                 };
                 let items = page
                     .items
@@ -180,7 +209,9 @@ impl Provisioning {
 }
 
 fn is_core(kind: ResourceKind, path: &AttrPath) -> bool {
-    path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()))
+    path.urn
+        .as_deref()
+        .is_none_or(|u| u.eq_ignore_ascii_case(kind.core_schema()))
 }
 
 /// The index that can answer the filter's pinned `eq`, if any.
@@ -218,7 +249,9 @@ fn sort_for(kind: ResourceKind, raw: &str) -> Result<Sort, ScimError> {
     let probe = format!("{raw} pr");
     match filter::parse(&probe) {
         Ok(Filter::Present(path)) => Ok(Sort::Memory(path)),
-        _ => Err(ScimError::invalid_value(format!("sortBy {raw} is not an attribute path"))),
+        _ => Err(ScimError::invalid_value(format!(
+            "sortBy {raw} is not an attribute path"
+        ))),
     }
 }
 
@@ -229,5 +262,9 @@ fn sql_sort_path(kind: ResourceKind, attr: SortAttr) -> AttrPath {
         (_, SortAttr::Modified) => ("meta", Some("lastModified")),
         (_, SortAttr::Created | SortAttr::Natural) => ("meta", Some("created")),
     };
-    AttrPath { urn: None, name: name.to_string(), sub: sub.map(str::to_string) }
+    AttrPath {
+        urn: None,
+        name: name.to_string(),
+        sub: sub.map(str::to_string),
+    }
 }

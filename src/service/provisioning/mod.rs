@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::domain::OrgId;
 use crate::domain::StoreError;
 use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Clock;
 use crate::domain::ports::Directory;
-use crate::domain::OrgId;
 use crate::scim::ScimError;
 
 pub use list::ListQuery;
@@ -78,7 +78,14 @@ impl Provisioning {
         self.limits
     }
 
-    fn audit(&self, ctx: &ScimCtx, action: &str, kind: &str, id: &str, summary: Value) -> AuditEntry {
+    fn audit(
+        &self,
+        ctx: &ScimCtx,
+        action: &str,
+        kind: &str,
+        id: &str,
+        summary: Value,
+    ) -> AuditEntry {
         AuditEntry {
             org: ctx.org.clone(),
             at_ms: self.clock.now_ms(),
@@ -100,9 +107,10 @@ pub fn etag(version: i64) -> String {
 pub fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ScimError> {
     let Some(raw) = if_match else { return Ok(()) };
     let current = version.to_string();
-    let ok = raw.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/").trim_matches('"') == current
-    });
+    let ok = raw
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == current);
     if ok {
         Ok(())
     } else {

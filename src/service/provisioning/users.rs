@@ -32,7 +32,10 @@ impl Provisioning {
             audit: self.audit(ctx, "scim.user.create", "User", user.id.as_str(), summary),
             events: user_transition(None, Some(&user)),
         };
-        self.dir.create_user(&user, &change).await.map_err(store_error)?;
+        self.dir
+            .create_user(&user, &change)
+            .await
+            .map_err(store_error)?;
         self.render_user(ctx, &user).await
     }
 
@@ -46,8 +49,10 @@ impl Provisioning {
     ) -> Result<ScimResource, ScimError> {
         let mut attrs = normalize::normalize_user(body)?;
         ensure_active(&mut attrs, ActiveDefault::Inactive);
-        self.write_user(ctx, id, if_match, "scim.user.replace", |_old| Ok(attrs.clone()))
-            .await
+        self.write_user(ctx, id, if_match, "scim.user.replace", |_old| {
+            Ok(attrs.clone())
+        })
+        .await
     }
 
     /// PATCH /Users/{id}.
@@ -89,13 +94,20 @@ impl Provisioning {
                 audit: self.audit(ctx, "scim.user.delete", "User", id, summary),
                 events: user_transition(Some(&old), None),
             };
-            match self.dir.delete_user(&ctx.org, &old.id, old.version, &change).await {
+            match self
+                .dir
+                .delete_user(&ctx.org, &old.id, old.version, &change)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(409, "the user is changing too fast; retry"))
+        Err(ScimError::status(
+            409,
+            "the user is changing too fast; retry",
+        ))
     }
 
     async fn write_user<F>(
@@ -117,7 +129,14 @@ impl Provisioning {
                 return self.render_user(ctx, &old).await;
             }
             let now = self.clock.now_ms().max(old.modified_ms);
-            let new = build_user(ctx, old.id.clone(), attrs, old.version + 1, old.created_ms, now);
+            let new = build_user(
+                ctx,
+                old.id.clone(),
+                attrs,
+                old.version + 1,
+                old.created_ms,
+                now,
+            );
             let summary = json!({
                 "changed": changed_keys(&old.attributes, &new.attributes),
                 "active": new.active,
@@ -132,7 +151,10 @@ impl Provisioning {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(409, "the user is changing too fast; retry"))
+        Err(ScimError::status(
+            409,
+            "the user is changing too fast; retry",
+        ))
     }
 
     pub(super) async fn load_user(&self, ctx: &ScimCtx, id: &str) -> Result<User, ScimError> {
@@ -167,7 +189,10 @@ fn ensure_active(attrs: &mut Value, missing: ActiveDefault) {
     if let Some(obj) = attrs.as_object_mut()
         && !matches!(obj.get("active"), Some(Value::Bool(_)))
     {
-        obj.insert("active".into(), Value::Bool(missing == ActiveDefault::Active));
+        obj.insert(
+            "active".into(),
+            Value::Bool(missing == ActiveDefault::Active),
+        );
     }
 }
 
