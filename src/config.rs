@@ -35,6 +35,10 @@ pub struct Config {
     pub scim: ScimConfig,
     /// Log format and level.
     pub log: LogConfig,
+    /// Vault key ring (sealing of stored tokens).
+    pub vault: VaultConfig,
+    /// The broker as authorization server (tokens it mints).
+    pub broker: BrokerConfig,
     /// Tenants keyed by org id (used in URLs, e.g. `/scim/v2/{org}`).
     pub orgs: BTreeMap<String, OrgConfig>,
 }
@@ -67,6 +71,77 @@ pub struct StorageConfig {
     pub max_connections: u32,
     /// How long a request waits for a database connection before answering 503.
     pub acquire_timeout_ms: u64,
+    /// `redis://…` (standalone) or `redis+cluster://h1:p1,h2:p2` for the token vault and
+    /// cross-replica events; unset means the in-process vault (single replica only).
+    pub redis_url: Option<String>,
+    /// Time limit of every vault call; beyond it the call fails closed with 503.
+    pub redis_timeout_ms: u64,
+}
+
+/// `[vault]`: the AES-256-GCM key ring that seals stored tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultConfig {
+    /// Id of the key that seals new records (the others only open old ones).
+    pub active_key: Option<String>,
+    /// Keys by id; each a base64 32-byte key (`auth-broker keys generate`) from env or file.
+    /// Empty: the embedded default keeps a generated key in `data_dir/vault.key`.
+    pub keys: BTreeMap<String, SecretRef>,
+}
+
+/// A secret given by reference: an environment variable or a file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretRef {
+    /// Environment variable holding the secret.
+    pub env: Option<String>,
+    /// File holding the secret.
+    pub file: Option<PathBuf>,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `iss` of minted tokens and RFC 8414 issuer; defaults to the public URL.
+    pub issuer: Option<String>,
+    /// Default lifetime of minted access tokens (a connector may override it).
+    pub token_ttl_secs: u64,
+    /// A cached token closer than this to expiry is re-minted instead of served.
+    pub refresh_margin_secs: u64,
+}
+
+impl SecretRef {
+    /// Reads the referenced secret; the problem names `key`.
+    pub fn read(&self, key: &str) -> Result<SecretString, ConfigProblem> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
+                _ => Err(problem(
+                    format!("{key}.env"),
+                    format!("environment variable {var} is unset or empty"),
+                )),
+            },
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
+                _ => Err(problem(
+                    format!("{key}.file"),
+                    format!("{} is unreadable or empty", path.display()),
+                )),
+            },
+            _ => Err(problem(key, "give exactly one of env or file")),
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            token_ttl_secs: 900,
+            refresh_margin_secs: 60,
+        }
+    }
 }
 
 /// `[scim]`
@@ -119,6 +194,70 @@ pub struct OrgConfig {
     pub admin_key_env: Option<String>,
     /// File holding a plain admin key.
     pub admin_key_file: Option<PathBuf>,
+    /// Accepted gateway keys, as `sha256:<hex>`.
+    pub gateway_key_hashes: Vec<String>,
+    /// Environment variable holding a plain gateway key.
+    pub gateway_key_env: Option<String>,
+    /// File holding a plain gateway key.
+    pub gateway_key_file: Option<PathBuf>,
+    /// Connectors declared in config (GitOps), by id.
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Grants declared in config.
+    pub grants: Vec<GrantConfig>,
+}
+
+/// `[orgs.<org>.connectors.<id>]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Human-readable name (defaults to the id).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `broker_jwt`, `id_jag`, `token_exchange` or `authorization_code`.
+    pub strategy: crate::domain::connector::Strategy,
+    /// `aud` of the tokens minted for it.
+    pub audience: String,
+    /// The most scopes any grant may give.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Tool name → `read` | `write` | `delete`.
+    #[serde(default)]
+    pub tools: BTreeMap<String, crate::domain::connector::Category>,
+    /// Ceiling per category (default: all `allow`).
+    #[serde(default)]
+    pub default_actions: Option<crate::domain::connector::ActionSet>,
+    /// A disabled connector grants nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Token lifetime override, seconds.
+    #[serde(default)]
+    pub token_ttl_secs: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[[orgs.<org>.grants]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// Stable id (default: derived from group and connector).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Group by display name.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Group by SCIM id.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Connector id.
+    pub connector: String,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Action per tool category.
+    pub actions: crate::domain::connector::ActionSet,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +279,8 @@ impl Default for StorageConfig {
             database_url: None,
             max_connections: 16,
             acquire_timeout_ms: 2000,
+            redis_url: None,
+            redis_timeout_ms: 150,
         }
     }
 }
@@ -342,6 +483,53 @@ impl Config {
                 "must start with postgres:// or sqlite:",
             ));
         }
+        if let Some(url) = &self.storage.redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+cluster://"))
+        {
+            out.push(problem(
+                "storage.redis_url",
+                "must start with redis://, rediss:// or redis+cluster://",
+            ));
+        }
+        if self.storage.redis_timeout_ms == 0 {
+            out.push(problem("storage.redis_timeout_ms", "must be at least 1"));
+        }
+        if self.storage.redis_url.is_some() && self.vault.keys.is_empty() {
+            out.push(problem(
+                "vault.keys",
+                "a shared vault key ring is required when storage.redis_url is set \
+                 (replicas must open each other's records)",
+            ));
+        }
+        if !self.vault.keys.is_empty() {
+            match &self.vault.active_key {
+                None => out.push(problem(
+                    "vault.active_key",
+                    "required when vault.keys is set",
+                )),
+                Some(a) if !self.vault.keys.contains_key(a) => out.push(problem(
+                    "vault.active_key",
+                    format!("no key {a} in vault.keys"),
+                )),
+                _ => {}
+            }
+            for (id, r) in &self.vault.keys {
+                if let Err(p) = r.read(&format!("vault.keys.{id}")) {
+                    out.push(p);
+                }
+            }
+        }
+        if self.broker.token_ttl_secs < 60 {
+            out.push(problem("broker.token_ttl_secs", "must be at least 60"));
+        }
+        if self.broker.refresh_margin_secs >= self.broker.token_ttl_secs {
+            out.push(problem(
+                "broker.refresh_margin_secs",
+                "must be below broker.token_ttl_secs",
+            ));
+        }
         if self.storage.max_connections == 0 {
             out.push(problem("storage.max_connections", "must be at least 1"));
         }
@@ -384,6 +572,35 @@ impl Config {
             ] {
                 if let Err(p) = resolve_secret_hashes(&base, kind, hashes, env, file) {
                     out.extend(p);
+                }
+            }
+            for (cid, c) in &org.connectors {
+                let key = format!("{base}.connectors.{cid}");
+                if !valid_org_id(cid) {
+                    out.push(problem(&key, "connector id must be 1-63 of a-z 0-9 - _"));
+                }
+                if c.audience.trim().is_empty() {
+                    out.push(problem(format!("{key}.audience"), "must not be empty"));
+                }
+            }
+            for (i, g) in org.grants.iter().enumerate() {
+                let key = format!("{base}.grants[{i}]");
+                if g.group.is_some() == g.group_id.is_some() {
+                    out.push(problem(&key, "give exactly one of group or group_id"));
+                }
+                match org.connectors.get(&g.connector) {
+                    None => out.push(problem(
+                        format!("{key}.connector"),
+                        format!("no connector {} is declared in this org", g.connector),
+                    )),
+                    Some(c) => {
+                        if let Some(s) = g.scopes.iter().find(|s| !c.scopes.contains(s)) {
+                            out.push(problem(
+                                format!("{key}.scopes"),
+                                format!("{s} is not among the connector's scopes"),
+                            ));
+                        }
+                    }
                 }
             }
             if org.scim_token_hashes.is_empty()
@@ -443,16 +660,25 @@ impl Config {
                 &org.admin_key_env,
                 &org.admin_key_file,
             );
-            match (scim, admin) {
-                (Ok(scim), Ok(admin)) => out.push(OrgSpec {
+            let gateway = resolve_secret_hashes(
+                &base,
+                "gateway_key",
+                &org.gateway_key_hashes,
+                &org.gateway_key_env,
+                &org.gateway_key_file,
+            );
+            match (scim, admin, gateway) {
+                (Ok(scim), Ok(admin), Ok(gateway)) => out.push(OrgSpec {
                     id: id.clone(),
                     display_name: org.display_name.clone().unwrap_or_else(|| id.clone()),
                     scim_tokens: scim,
                     admin_keys: admin,
+                    gateway_keys: gateway,
                 }),
-                (a, b) => {
+                (a, b, c) => {
                     problems.extend(a.err().unwrap_or_default());
                     problems.extend(b.err().unwrap_or_default());
+                    problems.extend(c.err().unwrap_or_default());
                 }
             }
         }
@@ -475,6 +701,8 @@ pub struct OrgSpec {
     pub scim_tokens: Vec<SecretHash>,
     /// Accepted admin key hashes.
     pub admin_keys: Vec<SecretHash>,
+    /// Accepted gateway key hashes.
+    pub gateway_keys: Vec<SecretHash>,
 }
 
 fn resolve_secret_hashes(

@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod keys;
 pub mod scim;
 pub mod service;
 pub mod store;
@@ -69,21 +70,91 @@ pub async fn prepare(
 ) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
     let (credentials, generated) = bootstrap(config, &store, secrets).await?;
+    sync_config_policy(config, &store).await?;
+    let clock: Arc<dyn domain::clock::Clock> = Arc::new(SystemClock);
     let directory: Arc<dyn domain::ports::Directory> = Arc::new(store.clone());
+    let policy: Arc<dyn domain::ports::PolicyStore> = Arc::new(store.clone());
+    let timeout = Duration::from_millis(config.storage.redis_timeout_ms);
+    let (vault, bus): (
+        Arc<dyn domain::vault::Vault>,
+        Arc<dyn domain::vault::EventBus>,
+    ) = match &config.storage.redis_url {
+        Some(url) => {
+            let vault = store::vault_redis::RedisVault::connect(url, timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?;
+            let bus = store::vault_redis::RedisBus::connect(url, timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?;
+            (Arc::new(vault), Arc::new(bus))
+        }
+        None => (
+            Arc::new(store::vault_memory::MemoryVault::new()),
+            Arc::new(store::vault_memory::MemoryBus::new()),
+        ),
+    };
+    let ring = Arc::new(keys::key_ring(config)?);
+    let (active_key, previous) = keys::signing_keys(&store, &ring).await?;
+    let signer = Arc::new(service::tokens::Signer::new(
+        active_key,
+        previous,
+        config
+            .broker
+            .issuer
+            .clone()
+            .unwrap_or_else(|| config.public_url(bound)),
+    ));
+    let access = service::access::Access::new(
+        directory.clone(),
+        policy.clone(),
+        vault,
+        bus,
+        Arc::new(store.clone()),
+        clock.clone(),
+        service::access::VendFence,
+    );
+    let vend = service::vend::Vend::new(
+        access.clone(),
+        directory.clone(),
+        ring,
+        signer,
+        clock.clone(),
+        config.broker.token_ttl_secs,
+        config.broker.refresh_margin_secs,
+    );
+    let credentials = Arc::new(std::sync::RwLock::new(credentials));
+    let admin = service::admin::Admin::new(
+        access.clone(),
+        vend.clone(),
+        policy,
+        directory.clone(),
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        credentials.clone(),
+        clock.clone(),
+    );
+    let (audit, _writer) = service::audit_sink::AuditSink::start(Arc::new(store.clone()));
     let provisioning = Provisioning::new(
         directory.clone(),
-        Arc::new(SystemClock),
+        clock.clone(),
         ScimLimits {
             max_results: config.scim.max_results,
             default_count: config.scim.default_count,
             max_filter_scan: config.scim.max_filter_scan,
         },
-    );
+    )
+    .with_access(access.clone());
     let state = AppState {
         provisioning,
         directory,
-        credentials: Arc::new(credentials),
+        credentials,
         public_url: config.public_url(bound),
+        vend,
+        access,
+        admin,
+        audit,
+        metrics: Arc::default(),
+        clock,
     };
     let limits = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,
@@ -118,5 +189,58 @@ pub async fn serve(
         _ = drained => tracing::warn!("shutdown grace period elapsed with requests in flight"),
     }
     prepared.store.close().await;
+    Ok(())
+}
+
+/// Replaces each org's config-declared connectors and grants (GitOps) with what config says.
+async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result<()> {
+    use domain::connector::{ActionSet, Connector, Grant, GroupSelector};
+    use domain::ports::PolicyStore;
+    let now = domain::clock::Clock::now_ms(&SystemClock);
+    for (org_id, org) in &config.orgs {
+        let org_ref = domain::OrgId::new(org_id);
+        let connectors: Vec<Connector> = org
+            .connectors
+            .iter()
+            .map(|(id, c)| Connector {
+                org: org_ref.clone(),
+                id: id.clone(),
+                display_name: c.display_name.clone().unwrap_or_else(|| id.clone()),
+                strategy: c.strategy,
+                audience: c.audience.clone(),
+                scopes: c.scopes.clone(),
+                tools: c.tools.clone(),
+                default_actions: c.default_actions.unwrap_or(ActionSet::ALLOW_ALL),
+                enabled: c.enabled,
+                token_ttl_secs: c.token_ttl_secs.unwrap_or(0),
+            })
+            .collect();
+        let grants: Vec<Grant> = org
+            .grants
+            .iter()
+            .enumerate()
+            .map(|(i, g)| Grant {
+                id: g
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("config-{org_id}-{i}")),
+                org: org_ref.clone(),
+                group: match (&g.group, &g.group_id) {
+                    (_, Some(id)) => GroupSelector::Id(domain::GroupId::new(id)),
+                    (Some(n), None) => GroupSelector::Name(n.clone()),
+                    (None, None) => GroupSelector::Name(String::new()),
+                },
+                connector: g.connector.clone(),
+                scopes: g.scopes.clone(),
+                actions: g.actions,
+            })
+            .collect();
+        store
+            .sync_config(&org_ref, &connectors, &grants, now)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("orgs.{org_id}: cannot store connectors and grants: {e}")
+            })?;
+    }
     Ok(())
 }

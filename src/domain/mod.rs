@@ -5,11 +5,15 @@
 
 pub mod audit;
 pub mod clock;
+pub mod connector;
 pub mod directory;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod offboarding;
+pub mod policy;
 pub mod ports;
+pub mod vault;
 
 pub use error::StoreError;
 pub use ids::{GroupId, OrgId, UserId};

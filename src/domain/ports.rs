@@ -234,3 +234,102 @@ pub trait AuditLog: Send + Sync {
         limit: u64,
     ) -> Result<Vec<(i64, DirectoryEvent)>, StoreError>;
 }
+
+/// Where connectors and grants come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Declared in the config file (GitOps); re-synced at every start.
+    Config,
+    /// Created through the admin API.
+    Api,
+}
+
+impl Source {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Api => "api",
+        }
+    }
+}
+
+/// Connectors and grants: the policy's system of record.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Every connector of an org.
+    async fn connectors(&self, org: &OrgId)
+    -> Result<Vec<super::connector::Connector>, StoreError>;
+    /// Creates or replaces a connector.
+    async fn upsert_connector(
+        &self,
+        c: &super::connector::Connector,
+        source: Source,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Deletes a connector and its grants; `NotFound` if absent.
+    async fn delete_connector(
+        &self,
+        org: &OrgId,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Every grant of an org.
+    async fn grants(&self, org: &OrgId) -> Result<Vec<super::connector::Grant>, StoreError>;
+    /// Creates a grant.
+    async fn insert_grant(
+        &self,
+        g: &super::connector::Grant,
+        source: Source,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Deletes a grant; `NotFound` if absent.
+    async fn delete_grant(
+        &self,
+        org: &OrgId,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Replaces every config-sourced connector and grant of an org with the given sets.
+    async fn sync_config(
+        &self,
+        org: &OrgId,
+        connectors: &[super::connector::Connector],
+        grants: &[super::connector::Grant],
+        at_ms: Millis,
+    ) -> Result<(), StoreError>;
+}
+
+/// Batched appends to the audit log (the hot path's audit records).
+#[async_trait]
+pub trait AuditWriter: Send + Sync {
+    /// Appends the records in one transaction.
+    async fn append(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+}
+
+/// A stored signing key: private part sealed, public part as a JWK.
+#[derive(Debug, Clone)]
+pub struct StoredSigningKey {
+    /// Key id.
+    pub kid: String,
+    /// PKCS#8 DER sealed under the vault key ring.
+    pub sealed_der: Vec<u8>,
+    /// Public JWK.
+    pub public_jwk: serde_json::Value,
+    /// When retired from signing (still published until its tokens expire).
+    pub retired_ms: Option<Millis>,
+}
+
+/// The broker's signing keys in the system of record.
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    /// Every key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Stores a new active key.
+    async fn insert_signing_key(
+        &self,
+        kid: &str,
+        sealed_der: &[u8],
+        public_jwk: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+}

@@ -56,6 +56,8 @@ pub struct Problem {
     pub code: &'static str,
     /// Human-readable explanation.
     pub detail: String,
+    /// Extension members (e.g. `consent_url`).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Problem {
@@ -65,19 +67,29 @@ impl Problem {
             status,
             code,
             detail: detail.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.extra.push((key, value));
+        self
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "code": self.code,
             "detail": self.detail,
         });
+        for (k, v) in self.extra {
+            body[k] = v;
+        }
         let mut resp = (self.status, Json(body)).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -1,8 +1,13 @@
 //! The HTTP surface (axum). `app(state)` merges one router per surface; handlers are thin:
 //! extract, authorise, one service call, map the result.
 
+pub mod admin;
 pub mod error;
+pub mod gateway;
 pub mod health;
+pub mod metrics;
+pub mod oauth;
+pub mod openapi;
 pub mod scim;
 
 use std::sync::Arc;
@@ -13,11 +18,19 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
+use crate::domain::audit::AuditEntry;
+use crate::domain::clock::Clock;
 use crate::domain::ports::Directory;
+use crate::domain::{OrgId, UserId};
+use crate::service::access::Access;
+use crate::service::admin::Admin;
+use crate::service::audit_sink::AuditSink;
 use crate::service::bootstrap::CredentialIndex;
 use crate::service::provisioning::Provisioning;
+use crate::service::vend::{UserRef, Vend, VendRequest};
 
 /// Everything handlers need, shared by reference.
 #[derive(Clone)]
@@ -26,10 +39,81 @@ pub struct AppState {
     pub provisioning: Provisioning,
     /// The directory store (readiness).
     pub directory: Arc<dyn Directory>,
-    /// Accepted credentials by org.
-    pub credentials: Arc<CredentialIndex>,
+    /// Accepted credentials by org (gateway keys can be added at run time).
+    pub credentials: Arc<std::sync::RwLock<CredentialIndex>>,
     /// Public base URL without trailing slash.
     pub public_url: String,
+    /// Token vend.
+    pub vend: Vend,
+    /// Entitlements and revocation.
+    pub access: Access,
+    /// Admin use cases.
+    pub admin: Admin,
+    /// Hot-path audit records.
+    pub audit: AuditSink,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Now, Unix seconds.
+    pub fn clock_now_secs(&self) -> i64 {
+        self.clock.now_ms() / 1000
+    }
+
+    /// Queues the audit record of a vend (never the token). `false` when the backlog is full.
+    pub fn audit_vend(
+        &self,
+        req: &VendRequest,
+        gateway: &str,
+        user_id: Option<&str>,
+        outcome: &str,
+        scopes: &[String],
+        cached: bool,
+    ) -> bool {
+        let user = match (user_id, &req.user) {
+            (Some(id), _) => id.to_string(),
+            (None, UserRef::Id(id)) => id.clone(),
+            (None, _) => String::new(),
+        };
+        self.audit
+            .record(AuditEntry {
+                org: req.org.clone(),
+                at_ms: self.clock.now_ms(),
+                actor: gateway.to_string(),
+                action: "token.vend".into(),
+                resource_type: "Token".into(),
+                resource_id: user.clone(),
+                summary: serde_json::json!({
+                    "user_id": user, "connector": req.connector, "scopes": scopes,
+                    "outcome": outcome, "cached": cached,
+                }),
+            })
+            .is_ok()
+    }
+
+    /// Queues the audit record of a tool decision.
+    pub fn audit_decision(
+        &self,
+        org: &OrgId,
+        gateway: &str,
+        user: &UserId,
+        connector: &str,
+        tool: &str,
+        decision: &str,
+    ) {
+        let _ = self.audit.record(AuditEntry {
+            org: org.clone(),
+            at_ms: self.clock.now_ms(),
+            actor: gateway.to_string(),
+            action: "tool.authorize".into(),
+            resource_type: "Tool".into(),
+            resource_id: user.to_string(),
+            summary: serde_json::json!({"user_id": user.as_str(), "connector": connector, "tool": tool, "decision": decision}),
+        });
+    }
 }
 
 /// HTTP limits from config.
@@ -48,6 +132,11 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .merge(health::router())
         .merge(scim::router())
+        .merge(gateway::router())
+        .merge(admin::router())
+        .merge(oauth::router())
+        .merge(metrics::router())
+        .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -63,6 +152,24 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
                 .unwrap_or_default();
             // The path only: query strings may carry filters with personal data.
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO))
+        .on_failure(DefaultOnFailure::new().level(Level::WARN)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Unknown paths: a SCIM error under `/scim`, problem+json elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/scim/") {
+        error::ScimResponseError(crate::scim::ScimError::not_found("no such SCIM endpoint"))
+            .into_response()
+    } else {
+        error::Problem::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        )
+        .into_response()
+    }
 }

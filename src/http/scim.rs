@@ -70,7 +70,12 @@ fn authenticate(state: &AppState, org: &str, headers: &HeaderMap) -> Result<Scim
     let Some(token) = token else {
         return Err(ScimError::status(401, "missing bearer token").into());
     };
-    match state.credentials.verify(org, CredentialKind::Scim, token) {
+    let verified = state
+        .credentials
+        .read()
+        .map_err(|_| ScimError::status(503, "credential index unavailable"))?
+        .verify(org, CredentialKind::Scim, token);
+    match verified {
         Some(actor) => Ok(ScimCtx {
             org: OrgId::new(org),
             actor,

@@ -68,12 +68,30 @@ pub struct CredentialEntry {
 #[derive(Debug, Clone, Default)]
 pub struct CredentialIndex {
     by_org: HashMap<String, Vec<CredentialEntry>>,
+    gateways: HashMap<SecretHash, (String, Vec<String>)>,
 }
 
 impl CredentialIndex {
     /// Adds a credential for an org.
     pub fn add(&mut self, org: &str, entry: CredentialEntry) {
+        if entry.kind == CredentialKind::Gateway {
+            let slot = self
+                .gateways
+                .entry(entry.hash.clone())
+                .or_insert_with(|| (entry.actor.clone(), Vec::new()));
+            if !slot.1.iter().any(|o| o == org) {
+                slot.1.push(org.to_string());
+            }
+        }
         self.by_org.entry(org.to_string()).or_default().push(entry);
+    }
+
+    /// A gateway key's actor and the orgs it is bound to: one SHA-256 and one map look-up,
+    /// then a constant-time comparison of the stored hash.
+    pub fn verify_gateway(&self, presented: &str) -> Option<(String, Vec<String>)> {
+        let h = hash_str(presented);
+        let (stored, entry) = self.gateways.get_key_value(&h)?;
+        stored.ct_eq(&h).then(|| entry.clone())
     }
 
     /// The actor of the credential of `kind` for `org` that `presented` matches, if any.
@@ -119,6 +137,16 @@ pub async fn bootstrap(
                 CredentialEntry {
                     actor: format!("scim:config:{}#{i}", org.id),
                     kind: CredentialKind::Scim,
+                    hash: h.clone(),
+                },
+            );
+        }
+        for (i, h) in org.gateway_keys.iter().enumerate() {
+            index.add(
+                &org.id,
+                CredentialEntry {
+                    actor: format!("gateway:config:{}#{i}", org.id),
+                    kind: CredentialKind::Gateway,
                     hash: h.clone(),
                 },
             );

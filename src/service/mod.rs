@@ -1,4 +1,9 @@
 //! Use cases that orchestrate the domain and its ports. Handlers call exactly one of these.
 
+pub mod access;
+pub mod admin;
+pub mod audit_sink;
 pub mod bootstrap;
 pub mod provisioning;
+pub mod tokens;
+pub mod vend;

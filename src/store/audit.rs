@@ -72,3 +72,14 @@ impl AuditLog for SqlStore {
             .collect()
     }
 }
+
+#[async_trait]
+impl crate::domain::ports::AuditWriter for SqlStore {
+    async fn append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        for e in entries {
+            super::rows::write_audit(&mut tx, e).await?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}

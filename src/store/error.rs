@@ -10,7 +10,8 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Database(db) => {
             if db.is_unique_violation() {
                 let text = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
@@ -22,10 +23,10 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
                     "id"
                 };
                 StoreError::Conflict(attr.into())
-            } else if matches!(
-                db.code().as_deref(),
-                Some("57P01" | "57P02" | "57P03" | "08006")
-            ) {
+            } else if db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+            {
                 StoreError::Unavailable(db.message().to_string())
             } else {
                 StoreError::Internal(db.message().to_string())

@@ -9,16 +9,30 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Dialect;
 use crate::domain::StoreError;
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "directory",
-    include_str!("../../migrations/postgres/0001_directory.sql"),
-)];
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "directory",
-    include_str!("../../migrations/sqlite/0001_directory.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "directory",
+        include_str!("../../migrations/postgres/0001_directory.sql"),
+    ),
+    (
+        2,
+        "entitlements",
+        include_str!("../../migrations/postgres/0002_entitlements.sql"),
+    ),
+];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "directory",
+        include_str!("../../migrations/sqlite/0001_directory.sql"),
+    ),
+    (
+        2,
+        "entitlements",
+        include_str!("../../migrations/sqlite/0002_entitlements.sql"),
+    ),
+];
 
 /// Applies every migration of `dialect` not yet recorded in `_sqlx_migrations`.
 pub async fn run(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {

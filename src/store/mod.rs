@@ -9,9 +9,13 @@ mod directory;
 mod error;
 mod groups;
 mod migrate;
+mod policy;
+mod receipts;
 mod rows;
 mod tenants;
 mod users;
+pub mod vault_memory;
+pub mod vault_redis;
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::map_err;
+use crate::domain::audit::AuditEntry;
 use crate::domain::directory::{Group, User};
 use crate::domain::ports::{Change, IndexedAttr, Scan, SortAttr};
 use crate::domain::{GroupId, OrgId, StoreError, UserId};
@@ -104,12 +105,8 @@ pub fn scan_sql(table: Table, scan: &Scan) -> Result<(String, String, Option<Str
     Ok((cond, order, value))
 }
 
-/// Appends a write's audit record and events inside the caller's transaction.
-pub async fn write_change(
-    conn: &mut sqlx::AnyConnection,
-    change: &Change,
-) -> Result<(), StoreError> {
-    let a = &change.audit;
+/// Appends one audit record inside the caller's transaction.
+pub async fn write_audit(conn: &mut sqlx::AnyConnection, a: &AuditEntry) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_log (org_id, at_ms, actor, action, resource_type, resource_id, summary) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -124,6 +121,16 @@ pub async fn write_change(
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
+    Ok(())
+}
+
+/// Appends a write's audit record and events inside the caller's transaction.
+pub async fn write_change(
+    conn: &mut sqlx::AnyConnection,
+    change: &Change,
+) -> Result<(), StoreError> {
+    write_audit(conn, &change.audit).await?;
+    let a = &change.audit;
     for ev in &change.events {
         let body = serde_json::to_string(ev).map_err(|e| StoreError::Internal(e.to_string()))?;
         sqlx::query(

@@ -70,7 +70,7 @@ async fn database_outage_is_503_and_recovers() {
             serde_json::json!({"userName": "during@acme.example"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     let r = s
         .http
         .get(format!("{}/readyz", s.base()))

@@ -60,6 +60,7 @@ impl Provisioning {
             .create_group(&group, &added, &change)
             .await
             .map_err(store_error)?;
+        self.sync_users(ctx, &added, "scim.group.create").await?;
         self.render_group(ctx, &group).await
     }
 
@@ -132,7 +133,10 @@ impl Provisioning {
                 .delete_group(&ctx.org, &old.id, old.version, &change)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sync_users(ctx, &removed, "scim.group.delete").await?;
+                    return Ok(());
+                }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }
@@ -164,6 +168,16 @@ impl Provisioning {
             if attrs == old.attributes && added.is_empty() && removed.is_empty() {
                 return self.render_group(ctx, &old).await;
             }
+            let renamed_members: Vec<UserId> =
+                if attrs.get("displayName") != old.attributes.get("displayName") {
+                    old_members
+                        .iter()
+                        .filter(|m| new_members.contains(m))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             self.check_members_exist(ctx, &added).await?;
             let now = self.clock.now_ms().max(old.modified_ms);
             let new = build_group(
@@ -196,7 +210,16 @@ impl Provisioning {
                 .update_group(&new, old.version, &added, &removed, &change)
                 .await
             {
-                Ok(()) => return self.render_group(ctx, &new).await,
+                Ok(()) => {
+                    let touched: Vec<UserId> = added
+                        .iter()
+                        .chain(&removed)
+                        .chain(&renamed_members)
+                        .cloned()
+                        .collect();
+                    self.sync_users(ctx, &touched, action).await?;
+                    return self.render_group(ctx, &new).await;
+                }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }

@@ -62,6 +62,7 @@ pub struct Provisioning {
     dir: Arc<dyn Directory>,
     clock: Arc<dyn Clock>,
     limits: ScimLimits,
+    access: Option<crate::service::access::Access>,
 }
 
 /// How many times a write is retried after losing a version race.
@@ -70,7 +71,42 @@ const MAX_ATTEMPTS: usize = 32;
 impl Provisioning {
     /// Builds the service over a directory store.
     pub fn new(dir: Arc<dyn Directory>, clock: Arc<dyn Clock>, limits: ScimLimits) -> Self {
-        Self { dir, clock, limits }
+        Self {
+            dir,
+            clock,
+            limits,
+            access: None,
+        }
+    }
+
+    /// Makes every write bring the vault in line (revoking what was lost) before it answers.
+    pub fn with_access(mut self, access: crate::service::access::Access) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Re-derives access for users whose directory state changed; revocations complete
+    /// before this returns. A failure is a 503: the change is saved, and the IdP's retry
+    /// (or any later write touching the user) converges the vault.
+    async fn sync_users(
+        &self,
+        ctx: &ScimCtx,
+        users: &[crate::domain::UserId],
+        reason: &str,
+    ) -> Result<(), ScimError> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        for u in users {
+            if let Err(e) = access.sync_user(&ctx.org, u, reason, &ctx.actor).await {
+                tracing::error!(error = %e, user = %u, "access not brought in line after a directory change");
+                return Err(ScimError::status(
+                    503,
+                    "the change was saved but access could not be updated yet; retry the request",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The limits in force (advertised in ServiceProviderConfig).

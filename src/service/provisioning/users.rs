@@ -99,7 +99,11 @@ impl Provisioning {
                 .delete_user(&ctx.org, &old.id, old.version, &change)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.sync_users(ctx, std::slice::from_ref(&old.id), "scim.user.delete")
+                        .await?;
+                    return Ok(());
+                }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }
@@ -126,6 +130,9 @@ impl Provisioning {
             check_if_match(if_match, old.version)?;
             let attrs = compute(&old)?;
             if attrs == old.attributes {
+                // Nothing changed, but a retry after a failed revocation lands here: converge.
+                self.sync_users(ctx, std::slice::from_ref(&old.id), action)
+                    .await?;
                 return self.render_user(ctx, &old).await;
             }
             let now = self.clock.now_ms().max(old.modified_ms);
@@ -146,7 +153,11 @@ impl Provisioning {
                 events: user_transition(Some(&old), Some(&new)),
             };
             match self.dir.update_user(&new, old.version, &change).await {
-                Ok(()) => return self.render_user(ctx, &new).await,
+                Ok(()) => {
+                    self.sync_users(ctx, std::slice::from_ref(&new.id), action)
+                        .await?;
+                    return self.render_user(ctx, &new).await;
+                }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
                 Err(e) => return Err(store_error(e)),
             }

@@ -1,0 +1,124 @@
+//! The token vault port: where sealed upstream tokens and each user's small authorization
+//! projection live (Redis in production, in-process for the embedded default).
+//!
+//! Invariants the adapters must keep:
+//! - A vend reads the projection and the sealed token in **one round trip**.
+//! - Every token write is a compare-and-set on the user's **epoch**; revocation bumps the
+//!   epoch and purges tokens atomically, so a mint that was in flight when the user was
+//!   deprovisioned can never store its token ("no resurrection").
+//! - A projection write never lowers the epoch.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::ids::{OrgId, UserId};
+
+/// What the vault knows about a user: enough to decide a vend without the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projection {
+    /// The user may use anything at all.
+    pub active: bool,
+    /// Bumped by every revocation; token writes must present the current value.
+    pub epoch: u64,
+    /// Entitled connectors and their scopes.
+    pub connectors: BTreeMap<String, Vec<String>>,
+}
+
+/// The result of a vend read: the projection (if cached) and the sealed token (if any).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VaultRead {
+    /// The user's projection, absent after a flush or before first use.
+    pub projection: Option<Projection>,
+    /// The sealed token record for the connector.
+    pub sealed: Option<Vec<u8>>,
+}
+
+/// Vault failures. `Unavailable` means the store did not answer in time: callers fail closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    /// The vault is unreachable or timed out.
+    #[error("vault unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure.
+    #[error("vault error: {0}")]
+    Internal(String),
+}
+
+/// Why a compare-and-set write did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The write happened.
+    Stored,
+    /// The epoch moved (the user was revoked meanwhile) or no projection exists: not stored.
+    EpochMoved,
+}
+
+/// Sealed token storage plus per-user projections.
+#[async_trait]
+pub trait Vault: Send + Sync {
+    /// Answers when the vault is reachable (readiness).
+    async fn ping(&self) -> Result<(), VaultError>;
+    /// One round trip: the user's projection and the sealed token for `connector`.
+    async fn read(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connector: &str,
+    ) -> Result<VaultRead, VaultError>;
+    /// Stores the projection unless the stored one has a higher epoch. Returns the epoch in force.
+    async fn put_projection(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        p: &Projection,
+    ) -> Result<u64, VaultError>;
+    /// Stores a sealed token iff the user's current epoch equals `epoch`.
+    async fn store_token(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connector: &str,
+        epoch: u64,
+        sealed: &[u8],
+    ) -> Result<CasOutcome, VaultError>;
+    /// Atomically bumps the epoch, applies `projection` (with the new epoch) and deletes the
+    /// sealed tokens of `connectors` (all of the user's tokens when `None`). Returns the new
+    /// epoch and the connectors whose tokens were deleted.
+    async fn revoke(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        projection: &Projection,
+        connectors: Option<&[String]>,
+    ) -> Result<(u64, Vec<String>), VaultError>;
+    /// Every connector the user has a stored token for (admin views, re-sealing).
+    async fn token_connectors(&self, org: &OrgId, user: &UserId)
+    -> Result<Vec<String>, VaultError>;
+}
+
+/// A cross-replica notification (revocations, deactivations, entitlement changes) that every
+/// replica relays to its gateways' event streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusEvent {
+    /// `token.revoked`, `user.deactivated` or `entitlements.changed`.
+    pub kind: String,
+    /// The tenant.
+    pub org: String,
+    /// The user concerned.
+    pub user_id: Option<String>,
+    /// The connectors concerned (empty = all).
+    pub connectors: Vec<String>,
+    /// When it happened (Unix milliseconds).
+    pub at_ms: i64,
+}
+
+/// Publish/subscribe across replicas (Redis pub/sub, or in-process for the embedded default).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes to every replica, this one included.
+    async fn publish(&self, event: &BusEvent) -> Result<(), VaultError>;
+    /// A receiver of every event published by any replica from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BusEvent>;
+}

@@ -1,0 +1,130 @@
+//! `/admin/v1/openapi.json`: the OpenAPI 3.1 description of the admin and gateway APIs.
+//! `ROUTES` lists every documented (method, path); a test checks it against the router.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+/// Every documented operation: (method, path, summary).
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "post",
+        "/internal/v1/token",
+        "Vend a user's token for a connector",
+    ),
+    ("post", "/internal/v1/authorize", "Decide a tool call"),
+    (
+        "get",
+        "/internal/v1/entitlements",
+        "What a user may use (to filter tools/list)",
+    ),
+    (
+        "get",
+        "/internal/v1/events",
+        "Server-sent revocation and entitlement events",
+    ),
+    ("get", "/admin/v1/orgs/{org}/connectors", "List connectors"),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/connectors",
+        "Create a connector",
+    ),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/connectors/{id}",
+        "Read a connector",
+    ),
+    (
+        "put",
+        "/admin/v1/orgs/{org}/connectors/{id}",
+        "Replace a connector",
+    ),
+    (
+        "delete",
+        "/admin/v1/orgs/{org}/connectors/{id}",
+        "Delete a connector and its grants",
+    ),
+    ("get", "/admin/v1/orgs/{org}/grants", "List grants"),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/grants",
+        "Grant a group a connector",
+    ),
+    (
+        "delete",
+        "/admin/v1/orgs/{org}/grants/{id}",
+        "Delete a grant",
+    ),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/gateways",
+        "Create a gateway key (shown once)",
+    ),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/users/{id}",
+        "A user's entitlements with reasons and live tokens",
+    ),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/users/{id}/revoke",
+        "Kill switch: revoke every token now",
+    ),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/users/{id}/offboarding",
+        "Revocation receipts",
+    ),
+    ("get", "/admin/v1/orgs/{org}/audit", "Audit records"),
+];
+
+fn problem_response(desc: &str) -> Value {
+    json!({"description": desc, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+/// The document.
+pub async fn document() -> Json<Value> {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let mut params = Vec::new();
+        for name in ["org", "id"] {
+            if path.contains(&format!("{{{name}}}")) {
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
+            }
+        }
+        let mut op = json!({
+            "summary": summary,
+            "parameters": params,
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": problem_response("Malformed request"),
+                "401": problem_response("Missing or invalid key"),
+                "403": problem_response("Forbidden (org_forbidden, user_inactive, not_entitled, scope_not_entitled)"),
+                "404": problem_response("Unknown user, connector or resource"),
+                "413": problem_response("Body over 1 MiB"),
+                "503": problem_response("Unavailable (fail closed)"),
+            }
+        });
+        if *method == "post" || *method == "put" {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = op;
+    }
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {"title": "auth-broker admin and gateway API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": {
+                "type": "object",
+                "required": ["type", "title", "status", "code"],
+                "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "code": {"type": "string"}, "detail": {"type": "string"}
+                }
+            }}
+        }
+    }))
+}

@@ -1,0 +1,118 @@
+//! Key material at start-up: the vault key ring (from config, or the embedded default's
+//! generated key file) and the broker's ES256 signing key (stored sealed in the database).
+
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Config;
+use crate::crypto::seal::{Aad, KeyRing, VaultKey};
+use crate::crypto::signing::{SigningKey, VerifyingKey};
+use crate::domain::ports::SigningKeyStore;
+
+/// The file holding the embedded default's generated vault key.
+pub const EMBEDDED_KEY_FILE: &str = "vault.key";
+
+/// Builds the key ring from `[vault]`, or from `data_dir/vault.key` (generated on first start).
+pub fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
+    if !config.vault.keys.is_empty() {
+        let mut keys = Vec::new();
+        for (id, r) in &config.vault.keys {
+            let secret = r
+                .read(&format!("vault.keys.{id}"))
+                .map_err(|p| anyhow::anyhow!("{p}"))?;
+            keys.push(
+                VaultKey::from_base64(id, secret.expose_secret())
+                    .map_err(|e| anyhow::anyhow!("vault.keys.{id}: {e}"))?,
+            );
+        }
+        let active = config.vault.active_key.clone().unwrap_or_default();
+        return KeyRing::new(&active, keys).map_err(|e| anyhow::anyhow!("vault.active_key: {e}"));
+    }
+    let path = config.storage.data_dir.join(EMBEDDED_KEY_FILE);
+    let key = embedded_key(&path)?;
+    KeyRing::new("embedded", vec![key]).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn embedded_key(path: &Path) -> anyhow::Result<VaultKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return VaultKey::from_base64("embedded", text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key = VaultKey::generate("embedded");
+    write_private(path, key.export_base64().expose_secret())?;
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+fn aad(kid: &str) -> Aad<'_> {
+    Aad {
+        org: "_broker",
+        user: "signing-key",
+        connector: kid,
+        record_version: 0,
+    }
+}
+
+/// The active signing key and the still-published older ones; generates the first key.
+pub async fn signing_keys(
+    store: &dyn SigningKeyStore,
+    ring: &KeyRing,
+) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>)> {
+    let stored = store.signing_keys().await?;
+    let mut active = None;
+    let mut previous = Vec::new();
+    for k in stored {
+        if k.retired_ms.is_some() {
+            if let Ok(v) = VerifyingKey::from_jwk(&k.public_jwk) {
+                previous.push(v);
+            }
+            continue;
+        }
+        let der = ring.open(&k.sealed_der, &aad(&k.kid)).map_err(|e| {
+            anyhow::anyhow!(
+                "signing key {} cannot be opened with the vault key ring: {e}",
+                k.kid
+            )
+        })?;
+        let key = SigningKey::from_pkcs8_der(&k.kid, &der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(old) = active.replace(key) {
+            previous.push(SigningKey::verifying_key(&old));
+        }
+    }
+    if let Some(a) = active {
+        return Ok((a, previous));
+    }
+    let kid = format!("ab-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key = SigningKey::generate(&kid);
+    let sealed = ring.seal(&key.to_pkcs8_der(), &aad(&kid));
+    match store
+        .insert_signing_key(&kid, &sealed, &key.public_jwk())
+        .await
+    {
+        Ok(()) => Ok((key, previous)),
+        // Another replica created the first key at the same time: use whatever is stored.
+        Err(_) => Box::pin(signing_keys(store, ring)).await,
+    }
+}

@@ -1,0 +1,393 @@
+//! The gateway's token vend: `POST /internal/v1/token`.
+//!
+//! Warm path: one vault round trip (projection + sealed token), no database query; the
+//! decision is made from the projection (fail closed: no projection, no token — it is rebuilt
+//! from the system of record first). A miss mints, seals and stores with a compare-and-set on
+//! the user's epoch, so a mint racing a revocation can never store or return its token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+
+use super::access::{Access, AccessError, token_field};
+use super::tokens::{MintInput, Signer, TokenRecord, Vended, open, seal};
+use crate::crypto::seal::{Aad, KeyRing};
+use crate::domain::clock::Clock;
+use crate::domain::connector::{Connector, Strategy};
+use crate::domain::ports::{Directory, IndexedAttr, Scan, SortAttr};
+use crate::domain::vault::{CasOutcome, Projection, VaultError};
+use crate::domain::{OrgId, StoreError, UserId};
+
+/// How a gateway names the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    /// The SCIM id.
+    Id(String),
+    /// The `userName`.
+    UserName(String),
+    /// The primary e-mail.
+    Email(String),
+    /// The IdP subject (the SCIM `externalId`).
+    Subject(String),
+}
+
+/// A vend request after authentication.
+#[derive(Debug, Clone)]
+pub struct VendRequest {
+    /// The tenant (already checked against the gateway key).
+    pub org: OrgId,
+    /// The user.
+    pub user: UserRef,
+    /// The connector id.
+    pub connector: String,
+    /// Requested scopes (a subset of the entitlement), or all.
+    pub scopes: Option<Vec<String>>,
+    /// The gateway credential (the token's `client_id`).
+    pub gateway: String,
+}
+
+/// Every way a vend can fail; each maps to one status and `code` (CONTRACT.md).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VendError {
+    /// 403 `user_inactive`
+    #[error("the user is not active")]
+    UserInactive,
+    /// 403 `not_entitled`
+    #[error("the user is not entitled to this connector")]
+    NotEntitled,
+    /// 403 `scope_not_entitled`
+    #[error("scope {0} is not entitled")]
+    ScopeNotEntitled(String),
+    /// 404 `unknown_user`
+    #[error("no such user")]
+    UnknownUser,
+    /// 404 `unknown_connector`
+    #[error("no such connector")]
+    UnknownConnector,
+    /// 409 `consent_required`
+    #[error("the user must consent first")]
+    ConsentRequired(String),
+    /// 502 `upstream_error`
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    /// 503 `unavailable`
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl VendError {
+    /// The stable `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VendError::UserInactive => "user_inactive",
+            VendError::NotEntitled => "not_entitled",
+            VendError::ScopeNotEntitled(_) => "scope_not_entitled",
+            VendError::UnknownUser => "unknown_user",
+            VendError::UnknownConnector => "unknown_connector",
+            VendError::ConsentRequired(_) => "consent_required",
+            VendError::Upstream(_) => "upstream_error",
+            VendError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<VaultError> for VendError {
+    fn from(e: VaultError) -> Self {
+        VendError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StoreError> for VendError {
+    fn from(e: StoreError) -> Self {
+        VendError::Unavailable(e.to_string())
+    }
+}
+
+impl From<AccessError> for VendError {
+    fn from(e: AccessError) -> Self {
+        VendError::Unavailable(e.to_string())
+    }
+}
+
+/// How long connector definitions and name→id look-ups are cached per replica.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+type ConnectorCache = RwLock<HashMap<String, (Instant, Arc<Vec<Connector>>)>>;
+type AliasCache = RwLock<HashMap<(String, u8, String), (Instant, UserId)>>;
+
+/// The vend service.
+#[derive(Clone)]
+pub struct Vend {
+    access: Access,
+    dir: Arc<dyn Directory>,
+    ring: Arc<KeyRing>,
+    signer: Arc<Signer>,
+    clock: Arc<dyn Clock>,
+    default_ttl_secs: u64,
+    refresh_margin_secs: i64,
+    connectors: Arc<ConnectorCache>,
+    aliases: Arc<AliasCache>,
+}
+
+impl Vend {
+    /// Builds the vend service.
+    pub fn new(
+        access: Access,
+        dir: Arc<dyn Directory>,
+        ring: Arc<KeyRing>,
+        signer: Arc<Signer>,
+        clock: Arc<dyn Clock>,
+        default_ttl_secs: u64,
+        refresh_margin_secs: u64,
+    ) -> Self {
+        Self {
+            access,
+            dir,
+            ring,
+            signer,
+            clock,
+            default_ttl_secs,
+            refresh_margin_secs: refresh_margin_secs as i64,
+            connectors: Arc::default(),
+            aliases: Arc::default(),
+        }
+    }
+
+    /// The signer (JWKS, introspection).
+    pub fn signer(&self) -> &Arc<Signer> {
+        &self.signer
+    }
+
+    /// Forgets cached connector definitions of an org (after an admin change).
+    pub fn invalidate(&self, org: &OrgId) {
+        if let Ok(mut c) = self.connectors.write() {
+            c.remove(org.as_str());
+        }
+        if let Ok(mut a) = self.aliases.write() {
+            a.retain(|k, _| k.0 != org.as_str());
+        }
+    }
+
+    /// The org's connectors, cached briefly.
+    pub async fn connectors(&self, org: &OrgId) -> Result<Arc<Vec<Connector>>, VendError> {
+        if let Ok(c) = self.connectors.read()
+            && let Some((at, list)) = c.get(org.as_str())
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(self.access.connectors(org).await?);
+        if let Ok(mut c) = self.connectors.write() {
+            c.insert(org.to_string(), (Instant::now(), list.clone()));
+        }
+        Ok(list)
+    }
+
+    /// Resolves how the gateway named the user to a user id.
+    pub async fn resolve_user(&self, org: &OrgId, user: &UserRef) -> Result<UserId, VendError> {
+        let (kind, attr, value) = match user {
+            UserRef::Id(id) => return Ok(UserId::new(id.clone())),
+            UserRef::UserName(v) => (1u8, IndexedAttr::UserName, v.to_lowercase()),
+            UserRef::Email(v) => (2u8, IndexedAttr::Email, v.to_lowercase()),
+            UserRef::Subject(v) => (3u8, IndexedAttr::ExternalId, v.clone()),
+        };
+        let key = (org.to_string(), kind, value.clone());
+        if let Ok(a) = self.aliases.read()
+            && let Some((at, id)) = a.get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(id.clone());
+        }
+        let scan = Scan {
+            lookup: Some((attr, value)),
+            sort: SortAttr::Natural,
+            descending: false,
+            offset: 0,
+            limit: 2,
+        };
+        let page = self.dir.scan_users(org, &scan).await?;
+        // An ambiguous e-mail or subject names nobody: fail closed.
+        let [user] = page.items.as_slice() else {
+            return Err(VendError::UnknownUser);
+        };
+        if let Ok(mut a) = self.aliases.write() {
+            a.insert(key, (Instant::now(), user.id.clone()));
+        }
+        Ok(user.id.clone())
+    }
+
+    /// Vends a token.
+    pub async fn vend(&self, req: &VendRequest) -> Result<Vended, VendError> {
+        let user = self.resolve_user(&req.org, &req.user).await?;
+        let requested = req.scopes.as_ref().map(|s| {
+            let mut v = s.clone();
+            v.sort();
+            v.dedup();
+            v
+        });
+        let field = match &requested {
+            Some(r) if !r.is_empty() => token_field(&req.connector, r, &[]),
+            _ => req.connector.clone(),
+        };
+        for _attempt in 0..3 {
+            let read_at = Instant::now();
+            let read = self.access.vault().read(&req.org, &user, &field).await?;
+            let projection = match read.projection {
+                Some(p) => p,
+                None => {
+                    self.rebuild(&req.org, &user).await?;
+                    continue;
+                }
+            };
+            let scopes = self
+                .decide(&req.org, &projection, &req.connector, requested.as_deref())
+                .await?;
+            let now = self.clock.now_ms() / 1000;
+            let aad = Aad {
+                org: req.org.as_str(),
+                user: user.as_str(),
+                connector: &field,
+                record_version: projection.epoch,
+            };
+            if let Some(sealed) = &read.sealed
+                && let Ok(rec) = open(&self.ring, sealed, &aad)
+                && rec.expires_at - now > self.refresh_margin_secs
+                && rec.scopes == scopes
+            {
+                if self.access.fence().must_recheck(read_at)
+                    && !self.still_current(req, &user, projection.epoch).await?
+                {
+                    continue;
+                }
+                return Ok(self.vended(&rec, req, &user, true));
+            }
+            let rec = self
+                .mint(req, &user, &scopes, projection.epoch, now)
+                .await?;
+            let sealed = seal(&self.ring, &rec, &aad);
+            match self
+                .access
+                .vault()
+                .store_token(&req.org, &user, &field, projection.epoch, &sealed)
+                .await?
+            {
+                CasOutcome::Stored => {
+                    if self.access.fence().must_recheck(read_at)
+                        && !self.still_current(req, &user, projection.epoch).await?
+                    {
+                        continue;
+                    }
+                    return Ok(self.vended(&rec, req, &user, false));
+                }
+                // Revoked while minting: the token is discarded, never returned; decide again.
+                CasOutcome::EpochMoved => continue,
+            }
+        }
+        Err(VendError::Unavailable(
+            "the user's access kept changing; retry".into(),
+        ))
+    }
+
+    async fn still_current(
+        &self,
+        req: &VendRequest,
+        user: &UserId,
+        epoch: u64,
+    ) -> Result<bool, VendError> {
+        let now = self.access.vault().read(&req.org, user, "_").await?;
+        Ok(now.projection.is_some_and(|p| p.epoch == epoch && p.active))
+    }
+
+    async fn rebuild(&self, org: &OrgId, user: &UserId) -> Result<(), VendError> {
+        if self.dir.get_user(org, user).await?.is_none() {
+            return Err(VendError::UnknownUser);
+        }
+        self.access
+            .sync_user(org, user, "vault.rebuild", "broker")
+            .await?;
+        Ok(())
+    }
+
+    /// The decision from the projection: the scopes to mint, or why not.
+    async fn decide(
+        &self,
+        org: &OrgId,
+        p: &Projection,
+        connector: &str,
+        requested: Option<&[String]>,
+    ) -> Result<Vec<String>, VendError> {
+        if !p.active {
+            return Err(VendError::UserInactive);
+        }
+        let Some(entitled) = p.connectors.get(connector) else {
+            let known = self
+                .connectors(org)
+                .await?
+                .iter()
+                .any(|c| c.id == connector);
+            return Err(if known {
+                VendError::NotEntitled
+            } else {
+                VendError::UnknownConnector
+            });
+        };
+        match requested {
+            None | Some([]) => Ok(entitled.clone()),
+            Some(req) => match req.iter().find(|s| !entitled.contains(s)) {
+                Some(s) => Err(VendError::ScopeNotEntitled(s.clone())),
+                None => Ok(req.to_vec()),
+            },
+        }
+    }
+
+    async fn mint(
+        &self,
+        req: &VendRequest,
+        user: &UserId,
+        scopes: &[String],
+        epoch: u64,
+        now: i64,
+    ) -> Result<TokenRecord, VendError> {
+        let connectors = self.connectors(&req.org).await?;
+        let Some(c) = connectors.iter().find(|c| c.id == req.connector) else {
+            return Err(VendError::UnknownConnector);
+        };
+        match c.strategy {
+            Strategy::BrokerJwt => {
+                let ttl = if c.token_ttl_secs > 0 {
+                    c.token_ttl_secs
+                } else {
+                    self.default_ttl_secs
+                };
+                Ok(self.signer.mint(
+                    &MintInput {
+                        org: req.org.as_str(),
+                        user_id: user.as_str(),
+                        connector: c,
+                        client_id: &req.gateway,
+                        scopes,
+                        epoch,
+                        ttl_secs: ttl,
+                    },
+                    now,
+                ))
+            }
+            other => Err(VendError::Upstream(format!(
+                "strategy {other:?} is not available in this version of the broker"
+            ))),
+        }
+    }
+
+    fn vended(&self, rec: &TokenRecord, req: &VendRequest, user: &UserId, cached: bool) -> Vended {
+        Vended {
+            access_token: Arc::new(SecretString::from(rec.access_token.clone())),
+            expires_at: rec.expires_at,
+            scopes: rec.scopes.clone(),
+            connector: req.connector.clone(),
+            user_id: user.to_string(),
+            cached,
+        }
+    }
+}

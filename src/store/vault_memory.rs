@@ -1,0 +1,259 @@
+//! The in-process token vault and event bus of the embedded default (one replica, no Redis).
+//!
+//! `MemoryVault` is also the reference implementation of the vault's semantics: the Redis
+//! adapter must behave exactly like it, and one conformance suite
+//! (tests/it/vault_conformance.rs) runs against both. The rules, in one place:
+//! - an org id must not contain `/`, and neither id may be empty or contain `{` or `}`
+//!   (they would make the Redis key ambiguous or split it across Cluster slots): `Internal`;
+//! - epochs are kept within `0..=i64::MAX`, the range Redis integers can hold: `Internal`;
+//! - `store_token` stores iff a projection exists and its epoch equals the given one;
+//! - `put_projection` keeps whichever projection has the higher epoch, entirely; on a tie
+//!   the given one replaces the stored one (same epoch, newer content);
+//! - `revoke` sets the epoch to `max(stored, given) + 1`, writes the given projection with
+//!   that epoch (creating it if none existed) and purges tokens, all in one step.
+//!
+//! Every operation holds the lock for a few map operations and never across an await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::domain::ids::{OrgId, UserId};
+use crate::domain::vault::{
+    BusEvent, CasOutcome, EventBus, Projection, Vault, VaultError, VaultRead,
+};
+
+/// The largest epoch a vault accepts (Redis keeps epochs as signed 64-bit integers).
+pub(crate) const MAX_EPOCH: u64 = i64::MAX as u64;
+
+/// Rejects ids that would make a vault key ambiguous or spread a user over Cluster slots.
+pub(crate) fn check_ids(org: &OrgId, user: &UserId) -> Result<(), VaultError> {
+    let (o, u) = (org.as_str(), user.as_str());
+    if o.is_empty() || u.is_empty() {
+        return Err(VaultError::Internal(
+            "vault key: empty org or user id".into(),
+        ));
+    }
+    if o.contains(['{', '}', '/']) || u.contains(['{', '}']) {
+        return Err(VaultError::Internal(
+            "vault key: org or user id contains a reserved character ({, } or / in an org)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects an epoch outside the range every vault adapter can store exactly.
+pub(crate) fn check_epoch(epoch: u64) -> Result<(), VaultError> {
+    if epoch > MAX_EPOCH {
+        return Err(VaultError::Internal(format!(
+            "epoch {epoch} exceeds the vault's maximum {MAX_EPOCH}"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct UserEntry {
+    projection: Option<Projection>,
+    tokens: BTreeMap<String, Vec<u8>>,
+}
+
+type Orgs = HashMap<String, HashMap<String, UserEntry>>;
+
+/// The embedded default's vault: sealed tokens and projections in process memory.
+#[derive(Default)]
+pub struct MemoryVault {
+    orgs: RwLock<Orgs>,
+}
+
+impl std::fmt::Debug for MemoryVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: even sealed tokens stay out of logs.
+        let guard = self.orgs.read().unwrap_or_else(PoisonError::into_inner);
+        let users: usize = guard.values().map(HashMap::len).sum();
+        f.debug_struct("MemoryVault")
+            .field("orgs", &guard.len())
+            .field("users", &users)
+            .finish()
+    }
+}
+
+impl MemoryVault {
+    /// An empty vault.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A panic while the lock is held cannot leave an entry half-updated (each operation
+    // finishes its map updates before anything that could panic), so a poisoned lock is
+    // safe to keep using.
+    fn read_guard(&self) -> std::sync::RwLockReadGuard<'_, Orgs> {
+        self.orgs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_guard(&self) -> std::sync::RwLockWriteGuard<'_, Orgs> {
+        self.orgs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn entry_mut<'a>(orgs: &'a mut Orgs, org: &OrgId, user: &UserId) -> &'a mut UserEntry {
+    orgs.entry(org.as_str().to_owned())
+        .or_default()
+        .entry(user.as_str().to_owned())
+        .or_default()
+}
+
+#[async_trait]
+impl Vault for MemoryVault {
+    async fn ping(&self) -> Result<(), VaultError> {
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connector: &str,
+    ) -> Result<VaultRead, VaultError> {
+        check_ids(org, user)?;
+        let guard = self.read_guard();
+        let Some(entry) = guard
+            .get(org.as_str())
+            .and_then(|users| users.get(user.as_str()))
+        else {
+            return Ok(VaultRead::default());
+        };
+        Ok(VaultRead {
+            projection: entry.projection.clone(),
+            sealed: entry.tokens.get(connector).cloned(),
+        })
+    }
+
+    async fn put_projection(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        p: &Projection,
+    ) -> Result<u64, VaultError> {
+        check_ids(org, user)?;
+        check_epoch(p.epoch)?;
+        let mut guard = self.write_guard();
+        let entry = entry_mut(&mut guard, org, user);
+        match &entry.projection {
+            Some(stored) if stored.epoch > p.epoch => Ok(stored.epoch),
+            _ => {
+                entry.projection = Some(p.clone());
+                Ok(p.epoch)
+            }
+        }
+    }
+
+    async fn store_token(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connector: &str,
+        epoch: u64,
+        sealed: &[u8],
+    ) -> Result<CasOutcome, VaultError> {
+        check_ids(org, user)?;
+        let mut guard = self.write_guard();
+        let Some(entry) = guard
+            .get_mut(org.as_str())
+            .and_then(|users| users.get_mut(user.as_str()))
+        else {
+            return Ok(CasOutcome::EpochMoved);
+        };
+        match &entry.projection {
+            Some(p) if p.epoch == epoch => {
+                entry.tokens.insert(connector.to_owned(), sealed.to_vec());
+                Ok(CasOutcome::Stored)
+            }
+            _ => Ok(CasOutcome::EpochMoved),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        projection: &Projection,
+        connectors: Option<&[String]>,
+    ) -> Result<(u64, Vec<String>), VaultError> {
+        check_ids(org, user)?;
+        check_epoch(projection.epoch)?;
+        let mut guard = self.write_guard();
+        let entry = entry_mut(&mut guard, org, user);
+        let stored = entry.projection.as_ref().map_or(0, |p| p.epoch);
+        let new_epoch = stored
+            .max(projection.epoch)
+            .checked_add(1)
+            .filter(|e| *e <= MAX_EPOCH)
+            .ok_or_else(|| VaultError::Internal("epoch overflow".into()))?;
+        let deleted: Vec<String> = match connectors {
+            None => std::mem::take(&mut entry.tokens).into_keys().collect(),
+            Some(list) => list
+                .iter()
+                .filter(|c| entry.tokens.remove(c.as_str()).is_some())
+                .cloned()
+                .collect(),
+        };
+        entry.projection = Some(Projection {
+            epoch: new_epoch,
+            ..projection.clone()
+        });
+        Ok((new_epoch, deleted))
+    }
+
+    async fn token_connectors(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+    ) -> Result<Vec<String>, VaultError> {
+        check_ids(org, user)?;
+        let guard = self.read_guard();
+        Ok(guard
+            .get(org.as_str())
+            .and_then(|users| users.get(user.as_str()))
+            .map(|e| e.tokens.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// How many events a slow in-process subscriber may fall behind before it sees `Lagged`.
+const BUS_CAPACITY: usize = 1024;
+
+/// The embedded default's event bus: a broadcast channel inside the one process.
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    tx: broadcast::Sender<BusEvent>,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBus {
+    /// A bus with no subscribers yet.
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+        Self { tx }
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, event: &BusEvent) -> Result<(), VaultError> {
+        // An error only means nobody is subscribed right now, which is not a failure.
+        let _ = self.tx.send(event.clone());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.tx.subscribe()
+    }
+}

@@ -1,0 +1,306 @@
+//! Redis for the integration suite: the shared standalone server (it must be running; the
+//! suite fails, never skips), throw-away `redis-server` processes on free loopback ports for
+//! fault tests, and a three-master Redis Cluster started once per test binary.
+//!
+//! Every process started here is also watched by a small shell loop that shuts it down when
+//! the test binary exits, however it exits (statics are never dropped, and a killed test
+//! binary runs no destructors).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use auth_broker::domain::vault::Vault;
+use auth_broker::store::vault_redis::RedisVault;
+
+/// The standalone Redis the suite uses (`AUTH_BROKER_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("AUTH_BROKER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A vault on the shared standalone Redis, failing the test when Redis is not there.
+pub async fn standalone_vault(op_timeout: Duration) -> RedisVault {
+    let url = redis_url();
+    let vault = RedisVault::connect(&url, op_timeout)
+        .await
+        .unwrap_or_else(|e| panic!("bad AUTH_BROKER_TEST_REDIS_URL: {e}"));
+    require_reachable(&vault).await;
+    vault
+}
+
+/// Fails (never skips) when the vault's Redis does not answer within a few seconds.
+pub async fn require_reachable(vault: &RedisVault) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match vault.ping().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!(
+                "Redis is required by the integration suite ({}): {e}. Start it (see .ci/run) \
+                 or set AUTH_BROKER_TEST_REDIS_URL.",
+                vault.redacted_url()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("ab-redis-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Shuts the server on `port` down and removes `dir` once this test binary has exited.
+fn watchdog(port: u16, dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         redis-cli -h 127.0.0.1 -p {port} shutdown nosave >/dev/null 2>&1; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display(),
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// One `redis-server` process on a loopback port, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on `port` and waits until it answers.
+    pub fn start(port: u16) -> Result<Self, String> {
+        Self::spawn(port, &scratch_dir(&format!("s{port}")), &[])
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Self, String> {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join(format!("redis-{port}.log")))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server cannot be started (is it installed?): {e}"))?;
+        watchdog(port, dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("redis-server on port {port} exited: {status}"));
+            }
+            if redis_cli(port, &["ping"]).is_some_and(|o| o.trim() == "PONG") {
+                return Ok(Self {
+                    port,
+                    child,
+                    dir: dir.to_path_buf(),
+                    extra: extra.to_vec(),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "redis-server on port {port} did not answer within 10 s"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same options and directory (a
+    /// cluster node comes back with its identity and slots from its nodes file).
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let again = Self::spawn(self.port, &self.dir, &self.extra)?;
+        *self = again;
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A three-master Redis Cluster on loopback, shared by every test of this binary.
+#[derive(Debug, Clone)]
+pub struct ClusterFixture {
+    /// The masters' client ports.
+    pub ports: [u16; 3],
+    /// How long starting it took.
+    pub started_in: Duration,
+}
+
+impl ClusterFixture {
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`
+    pub fn url(&self) -> String {
+        self.url_from(0)
+    }
+
+    /// The same URL with the seed list rotated to start at seed `first` (so a second client
+    /// subscribes to events through another node).
+    pub fn url_from(&self, first: usize) -> String {
+        let seeds: Vec<String> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", self.ports[(first + i) % 3]))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+}
+
+/// Waits until the node on `port` reports `cluster_state:ok`; says how long it took.
+pub fn wait_cluster_ok(port: u16, within: Duration) -> Result<Duration, String> {
+    let began = Instant::now();
+    loop {
+        if redis_cli(port, &["cluster", "info"]).is_some_and(|i| i.contains("cluster_state:ok")) {
+            return Ok(began.elapsed());
+        }
+        if began.elapsed() > within {
+            return Err(format!(
+                "node {port} not cluster_state:ok within {within:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A cluster of this test's own, for tests that break it; its nodes die with the returned
+/// servers.
+pub async fn private_cluster() -> (ClusterFixture, Vec<RedisServer>) {
+    tokio::task::spawn_blocking(|| {
+        let began = Instant::now();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match try_start_cluster() {
+                Ok((ports, nodes)) => {
+                    let started_in = began.elapsed();
+                    return (ClusterFixture { ports, started_in }, nodes);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("private Redis Cluster: {last_error}")
+    })
+    .await
+    .expect("cluster start-up task")
+}
+
+static CLUSTER: OnceLock<Result<ClusterFixture, String>> = OnceLock::new();
+static CLUSTER_NODES: Mutex<Vec<RedisServer>> = Mutex::new(Vec::new());
+
+/// The shared cluster, started on first use (a few seconds).
+pub async fn cluster() -> ClusterFixture {
+    let started = tokio::task::spawn_blocking(|| CLUSTER.get_or_init(start_cluster).clone())
+        .await
+        .expect("cluster start-up task");
+    started.unwrap_or_else(|e| panic!("Redis Cluster fixture: {e}"))
+}
+
+fn start_cluster() -> Result<ClusterFixture, String> {
+    let began = Instant::now();
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match try_start_cluster() {
+            Ok((ports, nodes)) => {
+                CLUSTER_NODES
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(nodes);
+                let fixture = ClusterFixture {
+                    ports,
+                    started_in: began.elapsed(),
+                };
+                eprintln!(
+                    "redis cluster {} up in {:?}",
+                    fixture.url(),
+                    fixture.started_in
+                );
+                return Ok(fixture);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
+    let dir = scratch_dir("cluster");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        // The cluster bus needs a second port; the default (port + 10000) may not exist.
+        let (port, bus) = (free_port(), free_port());
+        let extra = [
+            "--cluster-enabled".to_string(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            format!("nodes-{port}.conf"),
+            "--cluster-port".into(),
+            bus.to_string(),
+        ];
+        nodes.push(RedisServer::spawn(port, &dir, &extra)?);
+    }
+    let ports = [nodes[0].port, nodes[1].port, nodes[2].port];
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for port in ports {
+        wait_cluster_ok(port, Duration::from_secs(30))?;
+    }
+    Ok((ports, nodes))
+}
