@@ -23,31 +23,35 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when the database answers within two seconds, else 503.
+/// 200 when the database and the vault answer within two seconds, else 503 naming which.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.directory.ping()).await {
-        Ok(Ok(())) => (
+    let limit = Duration::from_secs(2);
+    let (db, vault) = tokio::join!(
+        tokio::time::timeout(limit, state.directory.ping()),
+        tokio::time::timeout(limit, state.access.vault().ping()),
+    );
+    let db_ok = matches!(db, Ok(Ok(())));
+    let vault_ok = matches!(vault, Ok(Ok(())));
+    if db_ok && vault_ok {
+        return (
             StatusCode::OK,
-            Json(json!({"status": "ready", "database": "ok"})),
+            Json(json!({"status": "ready", "database": "ok", "vault": "ok"})),
         )
-            .into_response(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database check failed");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "database unreachable",
-            )
-            .into_response()
-        }
-        Err(_) => {
-            tracing::warn!("readiness: database check timed out");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "database timed out",
-            )
-            .into_response()
-        }
+            .into_response();
     }
+    let mut down = Vec::new();
+    if !db_ok {
+        tracing::warn!("readiness: database check failed");
+        down.push("database");
+    }
+    if !vault_ok {
+        tracing::warn!("readiness: vault check failed");
+        down.push("vault");
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{} unreachable", down.join(" and ")),
+    )
+    .into_response()
 }

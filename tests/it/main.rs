@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod entra;
 mod errors;
+mod gateway;
 mod okta;
 mod ops;
 mod purity;

@@ -94,6 +94,79 @@ pub const ACME_TOKEN: &str = "ab_scim_acme_test_token_0123456789";
 /// The second org's token.
 pub const GLOBEX_TOKEN: &str = "ab_scim_globex_test_token_0123456789";
 
+/// The gateway key of `acme` (also bound to nothing else).
+pub const ACME_GATEWAY: &str = "ab_gw_acme_test_gateway_key_0123456789";
+/// The admin key of `acme`.
+pub const ACME_ADMIN: &str = "ab_admin_acme_test_admin_key_0123456789";
+/// The gateway key of `globex`.
+pub const GLOBEX_GATEWAY: &str = "ab_gw_globex_test_gateway_key_0123456789";
+
+/// Points a config at a Redis vault with a key ring written to `data_dir` (test material).
+pub fn with_redis(mut c: Config, redis_url: &str) -> Config {
+    use base64::Engine;
+    let key_file = c.storage.data_dir.join("test-vault-key");
+    // Test key material, generated per test.
+    let key: [u8; 32] = rand::random();
+    std::fs::write(
+        &key_file,
+        base64::engine::general_purpose::STANDARD.encode(key),
+    )
+    .unwrap();
+    c.storage.redis_url = Some(redis_url.to_string());
+    c.storage.redis_timeout_ms = 150;
+    c.vault.active_key = Some("k1".into());
+    c.vault.keys.insert(
+        "k1".into(),
+        auth_broker::config::SecretRef {
+            env: None,
+            file: Some(key_file),
+        },
+    );
+    c
+}
+
+/// Adds a `github` connector (broker JWTs) and an `Engineering` grant to `acme`.
+pub fn with_github(mut c: Config) -> Config {
+    use auth_broker::config::{ConnectorConfig, GrantConfig};
+    use auth_broker::domain::connector::{Action, ActionSet, Category, Strategy};
+    let acme = c.orgs.get_mut("acme").unwrap();
+    acme.gateway_key_hashes = vec![hash_str(ACME_GATEWAY).to_string()];
+    acme.admin_key_hashes = vec![hash_str(ACME_ADMIN).to_string()];
+    acme.connectors.insert(
+        "github".into(),
+        ConnectorConfig {
+            display_name: Some("GitHub".into()),
+            strategy: Strategy::BrokerJwt,
+            audience: "https://mcp.github.example".into(),
+            scopes: vec!["repo:read".into(), "repo:write".into(), "admin:org".into()],
+            tools: [
+                ("create_issue".to_string(), Category::Write),
+                ("delete_repo".to_string(), Category::Delete),
+            ]
+            .into_iter()
+            .collect(),
+            default_actions: None,
+            enabled: true,
+            token_ttl_secs: None,
+        },
+    );
+    acme.grants.push(GrantConfig {
+        id: Some("eng-github".into()),
+        group: Some("Engineering".into()),
+        group_id: None,
+        connector: "github".into(),
+        scopes: vec!["repo:read".into(), "repo:write".into()],
+        actions: ActionSet {
+            read: Action::Allow,
+            write: Action::NeedsApproval,
+            delete: Action::Blocked,
+        },
+    });
+    let globex = c.orgs.get_mut("globex").unwrap();
+    globex.gateway_key_hashes = vec![hash_str(GLOBEX_GATEWAY).to_string()];
+    c
+}
+
 /// A config with orgs `acme` and `globex` on the given database.
 pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
     let mut c = Config::default();
@@ -201,6 +274,42 @@ impl TestServer {
         )
         .await
         .unwrap()
+    }
+
+    /// Sends a gateway API request with a key.
+    pub async fn gateway(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base()))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    /// Vends a token for a user id on `acme`'s `github`.
+    pub async fn vend(&self, user_id: &str) -> Resp {
+        self.gateway(
+            ACME_GATEWAY,
+            Method::POST,
+            "/internal/v1/token",
+            Some(
+                serde_json::json!({"org": "acme", "user": {"id": user_id}, "connector": "github"}),
+            ),
+        )
+        .await
+    }
+
+    /// Sends an admin API request with acme's admin key.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.gateway(ACME_ADMIN, method, path, body).await
     }
 
     /// Stops the server and waits for it.

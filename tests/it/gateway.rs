@@ -1,0 +1,666 @@
+//! The gateway API end to end: provision over SCIM, grant, vend, deactivate (Okta and Entra
+//! forms), and see the token gone everywhere — on PostgreSQL + Redis and on the embedded
+//! SQLite + in-process vault.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::redis_fixture::redis_url;
+use crate::support::{
+    ACME_GATEWAY, Backend, GLOBEX_GATEWAY, TestServer, fresh_database, test_config, with_github,
+    with_redis,
+};
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+#[derive(Clone, Copy, Debug)]
+enum Vault {
+    Redis,
+    Memory,
+}
+
+async fn server(backend: Backend, vault: Vault) -> TestServer {
+    let (url, dir) = fresh_database(backend).await;
+    let mut cfg = with_github(test_config(&url, &dir));
+    if let Vault::Redis = vault {
+        cfg = with_redis(cfg, &redis_url());
+    }
+    TestServer::start_with(backend, cfg).await
+}
+
+/// A user in Engineering, returns its id.
+async fn engineer(s: &TestServer, name: &str) -> (String, String) {
+    let acme = s.acme();
+    let id = acme.create_user(name).await;
+    let r = acme
+        .get("/Groups?filter=displayName+eq+%22Engineering%22")
+        .await;
+    let gid = match r.body["Resources"][0]["id"].as_str() {
+        Some(g) => g.to_string(),
+        None => acme.create_group("Engineering", &[]).await,
+    };
+    let r = acme
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": id}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    (id, gid)
+}
+
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn introspect(s: &TestServer, token: &str) -> serde_json::Value {
+    let r = s
+        .http
+        .post(format!("{}/oauth/introspect", s.base()))
+        .bearer_auth(ACME_GATEWAY)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn vend_and_revoke(backend: Backend, vault: Vault) {
+    let s = server(backend, vault).await;
+    let (ann, _) = engineer(&s, "ann@acme.example").await;
+
+    let r = s.vend(&ann).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let token = r.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert_eq!(r.body["user_id"], ann.as_str());
+    assert_eq!(r.body["scopes"], json!(["repo:read", "repo:write"]));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["aud"], "https://mcp.github.example");
+    assert_eq!(claims["sub"], ann.as_str());
+    assert_eq!(claims["scope"], "repo:read repo:write");
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    // The JWKS verifies it.
+    let jwks: serde_json::Value = s
+        .http
+        .get(format!("{}/.well-known/jwks.json", s.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<auth_broker::crypto::signing::VerifyingKey> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| auth_broker::crypto::signing::VerifyingKey::from_jwk(k).unwrap())
+        .collect();
+    let now = claims["iat"].as_i64().unwrap();
+    auth_broker::crypto::signing::verify_jwt(&token, &keys, now, 5)
+        .expect("token verifies against the JWKS");
+    let meta: serde_json::Value = s
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            s.base()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], claims["iss"]);
+
+    // Warm: the same token again, from the vault.
+    let r2 = s.vend(&ann).await;
+    assert_eq!(r2.body["access_token"], token.as_str());
+    assert_eq!(introspect(&s, &token).await["active"], true);
+
+    // A narrower scope set is a different token carrying only that scope.
+    let r = s
+        .gateway(ACME_GATEWAY, Method::POST, "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"user_name": "ANN@acme.example"}, "connector": "github", "scopes": ["repo:read"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["scopes"], json!(["repo:read"]));
+    let narrow = r.body["access_token"].as_str().unwrap().to_string();
+    assert_ne!(narrow, token);
+
+    // Okta deactivation: before the SCIM response returns, the tokens are gone.
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "value": {"active": false}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(introspect(&s, &narrow).await["active"], false);
+    let r = s.vend(&ann).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["code"], "user_inactive");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    let view = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{ann}"),
+            None,
+        )
+        .await;
+    assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
+    assert_eq!(
+        view.body["live_tokens"],
+        json!([]),
+        "the vault holds nothing for her"
+    );
+    let receipts = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{ann}/offboarding"),
+            None,
+        )
+        .await;
+    assert_eq!(receipts.body["receipts"][0]["reason"], "scim.user.patch");
+    assert_eq!(
+        receipts.body["receipts"][0]["connectors"],
+        json!(["github"])
+    );
+
+    // Reactivate, vend again, then Entra's soft delete.
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "Replace", "path": "active", "value": "True"}]}),
+        )
+        .await;
+    assert_eq!(r.body["active"], true);
+    let r = s.vend(&ann).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let again = r.body["access_token"].as_str().unwrap().to_string();
+    assert_ne!(again, token, "a revoked token is never served again");
+    assert_eq!(
+        introspect(&s, &token).await["active"],
+        false,
+        "reactivation does not revive old tokens"
+    );
+    s.acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "Replace", "path": "active", "value": "False"}]}),
+        )
+        .await;
+    assert_eq!(s.vend(&ann).await.body["code"], "user_inactive");
+    assert_eq!(introspect(&s, &again).await["active"], false);
+
+    // Audit: the vends and the revocations, never the token.
+    let audit = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/audit?user={ann}&limit=1000"),
+            None,
+        )
+        .await;
+    let records = audit.body["records"].as_array().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audit = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/audit?user={ann}&limit=1000"),
+            None,
+        )
+        .await;
+    let records2 = audit.body["records"].as_array().unwrap();
+    assert!(records2.len() >= records.len());
+    let text = serde_json::to_string(records2).unwrap();
+    assert!(text.contains("token.vend"), "{text}");
+    assert!(text.contains("user_inactive"));
+    assert!(text.contains("access.revoke"));
+    assert!(!text.contains(&token), "no token in the audit log");
+    s.stop().await;
+}
+
+mod vend_and_revoke {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_redis() {
+        vend_and_revoke(Backend::Postgres, Vault::Redis).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_memory() {
+        vend_and_revoke(Backend::Sqlite, Vault::Memory).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_removal_and_grant_deletion_revoke() {
+    let s = server(Backend::Postgres, Vault::Redis).await;
+    let (bo, gid) = engineer(&s, "bo@acme.example").await;
+    let token = s.vend(&bo).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Okta removes her from the group: entitlement and token gone before the response.
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "remove", "path": format!("members[value eq \"{bo}\"]")}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(introspect(&s, &token).await["active"], false);
+    let r = s.vend(&bo).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["code"], "not_entitled");
+
+    // Back in the group; then the admin deletes the grant.
+    s.acme()
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": bo}]}]}),
+        )
+        .await;
+    let token = s.vend(&bo).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .admin(
+            Method::DELETE,
+            "/admin/v1/orgs/acme/grants/eng-github",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.vend(&bo).await.body["code"], "not_entitled");
+
+    // A grant through the admin API brings access back; disabling the connector revokes.
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/orgs/acme/grants",
+            Some(json!({
+            "group": "Engineering", "connector": "github", "scopes": ["repo:read"],
+            "actions": {"read": "allow", "write": "needs_approval", "delete": "blocked"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = s.vend(&bo).await;
+    assert_eq!(r.body["scopes"], json!(["repo:read"]));
+    let token = r.body["access_token"].as_str().unwrap().to_string();
+    let r = s
+        .admin(
+            Method::PUT,
+            "/admin/v1/orgs/acme/connectors/github",
+            Some(json!({
+            "strategy": "broker_jwt", "audience": "https://mcp.github.example",
+            "scopes": ["repo:read", "repo:write"], "enabled": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.vend(&bo).await.body["code"], "not_entitled");
+
+    // Kill switch.
+    s.admin(
+        Method::PUT,
+        "/admin/v1/orgs/acme/connectors/github",
+        Some(json!({
+        "strategy": "broker_jwt", "audience": "https://mcp.github.example",
+        "scopes": ["repo:read", "repo:write"], "enabled": true})),
+    )
+    .await;
+    let token = s.vend(&bo).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/orgs/acme/users/{bo}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(introspect(&s, &token).await["active"], false);
+    let receipts = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{bo}/offboarding"),
+            None,
+        )
+        .await;
+    let reasons: Vec<&str> = receipts.body["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"admin.kill_switch"), "{reasons:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors() {
+    let s = server(Backend::Sqlite, Vault::Memory).await;
+    let (ann, _) = engineer(&s, "ann@acme.example").await;
+    let outsider = s.acme().create_user("out@acme.example").await;
+    let call = |key: &'static str, body: serde_json::Value| {
+        let s = &s;
+        async move {
+            s.gateway(key, Method::POST, "/internal/v1/token", Some(body))
+                .await
+        }
+    };
+    let r = call(
+        "ab_gw_wrong",
+        json!({"org": "acme", "user": {"id": ann}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+    let r = call(
+        GLOBEX_GATEWAY,
+        json!({"org": "acme", "user": {"id": ann}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("org_forbidden"))
+    );
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": "nobody"}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_user"))
+    );
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": ann}, "connector": "gitlab"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_connector"))
+    );
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": outsider}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_entitled"))
+    );
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": ann}, "connector": "github", "scopes": ["admin:org"]}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("scope_not_entitled"))
+    );
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": ann, "email": "x"}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(ACME_GATEWAY, json!({"org": "acme"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["code"], "malformed_request");
+    let big = "x".repeat(1_100_000);
+    let r = call(
+        ACME_GATEWAY,
+        json!({"org": "acme", "user": {"id": big}, "connector": "github"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = s
+        .gateway(ACME_GATEWAY, Method::POST, "/internal/v1/token", None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Authorize and entitlements: what a gateway needs to filter tools/list.
+    let r = s.gateway(ACME_GATEWAY, Method::POST, "/internal/v1/authorize", Some(json!({
+        "org": "acme", "user": {"email": "ann@acme.example"}, "connector": "github", "tool": "create_issue"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["decision"], "needs_approval");
+    let r = s.gateway(ACME_GATEWAY, Method::POST, "/internal/v1/authorize", Some(json!({
+        "org": "acme", "user": {"id": ann}, "connector": "github", "tool": "delete_repo", "category": "read"}))).await;
+    assert_eq!(
+        r.body["decision"], "blocked",
+        "the connector's tool map overrides the hint"
+    );
+    let r = s.gateway(ACME_GATEWAY, Method::POST, "/internal/v1/authorize", Some(json!({
+        "org": "acme", "user": {"id": ann}, "connector": "github", "tool": "list_repos", "category": "read"}))).await;
+    assert_eq!(r.body["decision"], "allow");
+    let r = s
+        .gateway(
+            ACME_GATEWAY,
+            Method::POST,
+            "/internal/v1/authorize",
+            Some(json!({
+        "org": "acme", "user": {"id": ann}, "connector": "github", "tool": "mystery"})),
+        )
+        .await;
+    assert_eq!(
+        r.body["decision"], "needs_approval",
+        "unknown tools count as write"
+    );
+    let r = s
+        .gateway(
+            ACME_GATEWAY,
+            Method::GET,
+            "/internal/v1/entitlements?org=acme&user_name=ann%40acme.example",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["active"], true);
+    assert_eq!(r.body["connectors"][0]["connector"], "github");
+    assert_eq!(r.body["connectors"][0]["actions"]["delete"], "blocked");
+    assert_eq!(
+        r.body["connectors"][0]["tools"]["create_issue"],
+        "needs_approval"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_token_after_the_deactivation_answers() {
+    let s = server(Backend::Postgres, Vault::Redis).await;
+    let (ann, _) = engineer(&s, "race@acme.example").await;
+    assert_eq!(s.vend(&ann).await.status, StatusCode::OK);
+    let base = s.base();
+    let http = s.http.clone();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (http, base, ann) = (http.clone(), base.clone(), ann.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(300 * (i % 20))).await;
+            let r = http
+                .post(format!("{base}/internal/v1/token"))
+                .bearer_auth(ACME_GATEWAY)
+                .json(&json!({"org": "acme", "user": {"id": ann}, "connector": "github",
+                              "scopes": if i % 3 == 0 { json!(["repo:read"]) } else { json!(null) }}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, Instant::now(), body)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "value": {"active": false}}]}),
+        )
+        .await;
+    let answered = Instant::now();
+    assert_eq!(r.status, StatusCode::OK);
+    let mut served = Vec::new();
+    for t in tasks {
+        let (status, at, body) = t.await.unwrap();
+        if status == StatusCode::OK {
+            assert!(
+                at <= answered,
+                "a token was returned after the deactivation answered"
+            );
+            served.push(body["access_token"].as_str().unwrap().to_string());
+        } else {
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::FORBIDDEN | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status}"
+            );
+        }
+    }
+    // Nothing remains in the vault, and nothing that was served is still active.
+    let view = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{ann}"),
+            None,
+        )
+        .await;
+    assert_eq!(view.body["live_tokens"], json!([]));
+    for t in served {
+        assert_eq!(introspect(&s, &t).await["active"], false);
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_see_each_others_revocations() {
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
+    let a = TestServer::start_with(Backend::Postgres, cfg.clone()).await;
+    let b = TestServer::start_with(Backend::Postgres, cfg).await;
+    let (ann, _) = engineer(&a, "two@acme.example").await;
+    // Subscribe to B's event stream before the revocation happens on A.
+    let mut events = b
+        .http
+        .get(format!("{}/internal/v1/events", b.base()))
+        .bearer_auth(ACME_GATEWAY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    let token = a.vend(&ann).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        b.vend(&ann).await.body["access_token"],
+        token.as_str(),
+        "one vault, one token"
+    );
+    a.acme().delete(&format!("/Users/{ann}")).await;
+    let r = b.vend(&ann).await;
+    // The vault remembers the deleted user as inactive: fail closed without a database query.
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.body["code"], "user_inactive");
+    assert_eq!(introspect(&b, &token).await["active"], false);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains("user.deactivated") && Instant::now() < deadline {
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(1), events.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("event: user.deactivated"), "{seen}");
+    assert!(seen.contains(&ann));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_closed_and_recovers() {
+    let port = crate::redis_fixture::free_port();
+    let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let cfg = with_redis(
+        with_github(test_config(&url, &dir)),
+        &format!("redis://127.0.0.1:{port}"),
+    );
+    let s = TestServer::start_with(Backend::Postgres, cfg).await;
+    let (ann, _) = engineer(&s, "outage@acme.example").await;
+    assert_eq!(s.vend(&ann).await.status, StatusCode::OK);
+
+    redis.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = s.vend(&ann).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert_eq!(r.body["code"], "unavailable");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "answered in {:?}",
+            started.elapsed()
+        );
+    }
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Redis comes back empty (nothing persisted): no wrong decision, tokens are re-minted.
+    redis.restart().expect("redis restarts");
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(3);
+    loop {
+        let r = s.vend(&ann).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "recovered in {:?}",
+        back.elapsed()
+    );
+    s.stop().await;
+}
