@@ -109,6 +109,9 @@ pub struct BrokerConfig {
     pub token_ttl_secs: u64,
     /// A cached token closer than this to expiry is re-minted instead of served.
     pub refresh_margin_secs: u64,
+    /// The signing key is replaced at start-up once it is older than this; the old key stays
+    /// published in the JWKS until every token it signed has expired.
+    pub signing_key_max_age_days: u64,
 }
 
 impl SecretRef {
@@ -140,6 +143,7 @@ impl Default for BrokerConfig {
             issuer: None,
             token_ttl_secs: 900,
             refresh_margin_secs: 60,
+            signing_key_max_age_days: 30,
         }
     }
 }

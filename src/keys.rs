@@ -75,44 +75,73 @@ fn aad(kid: &str) -> Aad<'_> {
     }
 }
 
-/// The active signing key and the still-published older ones; generates the first key.
+/// When signing keys rotate and how long retired ones stay published.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningPolicy {
+    /// Replace the active key once it is older than this.
+    pub max_age_ms: i64,
+    /// Keep a retired key in the JWKS for this long (longer than any token's lifetime).
+    pub publish_for_ms: i64,
+    /// Now.
+    pub now_ms: i64,
+}
+
+/// The active signing key and the still-published older ones. Generates the first key, and
+/// rotates with overlap: an expired active key is retired (kept in the JWKS while tokens it
+/// signed can still be alive) and a new one takes over.
 pub async fn signing_keys(
     store: &dyn SigningKeyStore,
     ring: &KeyRing,
+    policy: SigningPolicy,
 ) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>)> {
-    let stored = store.signing_keys().await?;
-    let mut active = None;
-    let mut previous = Vec::new();
-    for k in stored {
-        if k.retired_ms.is_some() {
-            if let Ok(v) = VerifyingKey::from_jwk(&k.public_jwk) {
-                previous.push(v);
+    for _ in 0..3 {
+        let stored = store.signing_keys().await?;
+        let mut active: Option<(SigningKey, i64)> = None;
+        let mut previous = Vec::new();
+        for k in stored {
+            if let Some(retired) = k.retired_ms {
+                if retired > policy.now_ms - policy.publish_for_ms
+                    && let Ok(v) = VerifyingKey::from_jwk(&k.public_jwk)
+                {
+                    previous.push(v);
+                }
+                continue;
             }
-            continue;
+            let der = ring.open(&k.sealed_der, &aad(&k.kid)).map_err(|e| {
+                anyhow::anyhow!(
+                    "signing key {} cannot be opened with the vault key ring: {e}",
+                    k.kid
+                )
+            })?;
+            let key =
+                SigningKey::from_pkcs8_der(&k.kid, &der).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Several unretired keys (two replicas rotated at once): the newest signs, the
+            // others are still published.
+            if let Some((old, _)) = active.replace((key, k.created_ms)) {
+                previous.push(old.verifying_key());
+            }
         }
-        let der = ring.open(&k.sealed_der, &aad(&k.kid)).map_err(|e| {
-            anyhow::anyhow!(
-                "signing key {} cannot be opened with the vault key ring: {e}",
-                k.kid
-            )
-        })?;
-        let key = SigningKey::from_pkcs8_der(&k.kid, &der).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(old) = active.replace(key) {
-            previous.push(SigningKey::verifying_key(&old));
+        match active {
+            Some((key, created)) if policy.now_ms - created < policy.max_age_ms => {
+                return Ok((key, previous));
+            }
+            Some((old, _)) => {
+                tracing::info!(kid = %old.kid(), "signing key reached its maximum age; rotating");
+                insert_new(store, ring).await?;
+                store.retire_signing_key(old.kid(), policy.now_ms).await?;
+            }
+            None => insert_new(store, ring).await?,
         }
     }
-    if let Some(a) = active {
-        return Ok((a, previous));
-    }
+    anyhow::bail!("signing keys kept changing during start-up; retry")
+}
+
+async fn insert_new(store: &dyn SigningKeyStore, ring: &KeyRing) -> anyhow::Result<()> {
     let kid = format!("ab-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let key = SigningKey::generate(&kid);
     let sealed = ring.seal(&key.to_pkcs8_der(), &aad(&kid));
-    match store
+    store
         .insert_signing_key(&kid, &sealed, &key.public_jwk())
-        .await
-    {
-        Ok(()) => Ok((key, previous)),
-        // Another replica created the first key at the same time: use whatever is stored.
-        Err(_) => Box::pin(signing_keys(store, ring)).await,
-    }
+        .await?;
+    Ok(())
 }

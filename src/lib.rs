@@ -94,7 +94,16 @@ pub async fn prepare(
         ),
     };
     let ring = Arc::new(keys::key_ring(config)?);
-    let (active_key, previous) = keys::signing_keys(&store, &ring).await?;
+    let (active_key, previous) = keys::signing_keys(
+        &store,
+        &ring,
+        keys::SigningPolicy {
+            max_age_ms: config.broker.signing_key_max_age_days as i64 * 86_400_000,
+            publish_for_ms: (config.broker.token_ttl_secs as i64).max(86_400) * 2_000,
+            now_ms: domain::clock::Clock::now_ms(&SystemClock),
+        },
+    )
+    .await?;
     let signer = Arc::new(service::tokens::Signer::new(
         active_key,
         previous,
@@ -243,4 +252,26 @@ async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result
             })?;
     }
     Ok(())
+}
+
+/// `auth-broker keys rotate`: re-seals vault records and signing keys under the active key.
+/// With the in-process vault (embedded default) only the signing keys are stored outside the
+/// serving process, so only they are re-sealed; records are re-sealed as they are re-minted.
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<service::rotation::RotationReport> {
+    let store = open_store(config).await?;
+    let ring = keys::key_ring(config)?;
+    let vault: Arc<dyn domain::vault::Vault> = match &config.storage.redis_url {
+        Some(url) => Arc::new(
+            store::vault_redis::RedisVault::connect(
+                url,
+                Duration::from_millis(config.storage.redis_timeout_ms.max(1000)),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?,
+        ),
+        None => Arc::new(store::vault_memory::MemoryVault::new()),
+    };
+    let report = service::rotation::rotate(&store, &store, vault, &store, &ring).await?;
+    store.close().await;
+    Ok(report)
 }

@@ -60,6 +60,12 @@ enum Command {
 enum KeysCommand {
     /// Print a fresh base64 32-byte vault key.
     Generate,
+    /// Re-seal every vault record and signing key under the active key (safe while serving).
+    Rotate {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +109,25 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
         }
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => with_config(config, &CliOverrides::default(), |cfg, _| {
+            run_async(async move {
+                let r = auth_broker::rotate_keys(&cfg).await?;
+                println!(
+                    "re-sealed {} record(s), {} already current, {} skipped (changed meanwhile), \
+                         {} unreadable; {} signing key(s) re-sealed",
+                    r.resealed, r.current, r.skipped, r.unreadable, r.signing_keys
+                );
+                if r.unreadable > 0 {
+                    anyhow::bail!(
+                        "{} record(s) could not be opened with any key in the ring",
+                        r.unreadable
+                    );
+                }
+                Ok(())
+            })
+        }),
         Command::HashSecret => hash_secret(),
     }
 }

@@ -318,6 +318,8 @@ pub struct StoredSigningKey {
     pub public_jwk: serde_json::Value,
     /// When retired from signing (still published until its tokens expire).
     pub retired_ms: Option<Millis>,
+    /// When created.
+    pub created_ms: Millis,
 }
 
 /// The broker's signing keys in the system of record.
@@ -332,4 +334,8 @@ pub trait SigningKeyStore: Send + Sync {
         sealed_der: &[u8],
         public_jwk: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Replaces the sealed private part of a key (vault key rotation).
+    async fn reseal_signing_key(&self, kid: &str, sealed_der: &[u8]) -> Result<(), StoreError>;
+    /// Marks a key retired: it no longer signs but stays published for a while.
+    async fn retire_signing_key(&self, kid: &str, at_ms: Millis) -> Result<(), StoreError>;
 }

@@ -44,8 +44,6 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     /// Tokens minted.
     pub mints: AtomicU64,
-    /// Revocations (epoch bumps).
-    pub revocations: AtomicU64,
 }
 
 impl Metrics {
@@ -64,7 +62,7 @@ impl Metrics {
     }
 
     /// Renders the Prometheus exposition text.
-    pub fn render(&self, audit_backlog: i64) -> String {
+    pub fn render(&self, audit_backlog: i64, revocations: u64) -> String {
         let mut out = String::with_capacity(2048);
         out.push_str("# HELP auth_broker_vend_total Token vends by outcome code.\n# TYPE auth_broker_vend_total counter\n");
         for (i, c) in CODES.iter().enumerate() {
@@ -96,17 +94,16 @@ impl Metrics {
                 &self.cache_hits,
             ),
             ("auth_broker_mints_total", "Tokens minted.", &self.mints),
-            (
-                "auth_broker_revocations_total",
-                "Revocations (epoch bumps).",
-                &self.revocations,
-            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
                 v.load(Ordering::Relaxed)
             ));
         }
+        out.push_str(&format!(
+            "# HELP auth_broker_revocations_total Revocations (epoch bumps) by this replica.\n\
+             # TYPE auth_broker_revocations_total counter\nauth_broker_revocations_total {revocations}\n"
+        ));
         out.push_str(&format!(
             "# HELP auth_broker_audit_backlog Audit records queued, not yet written.\n# TYPE auth_broker_audit_backlog gauge\nauth_broker_audit_backlog {audit_backlog}\n"
         ));
@@ -123,6 +120,6 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let m: &Arc<Metrics> = &s.metrics;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(s.audit.depth()),
+        m.render(s.audit.depth(), s.access.revocations()),
     )
 }

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod audit_sink;
 pub mod bootstrap;
 pub mod provisioning;
+pub mod rotation;
 pub mod tokens;
 pub mod vend;

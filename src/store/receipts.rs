@@ -67,7 +67,7 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
     ) -> Result<Vec<crate::domain::ports::StoredSigningKey>, StoreError> {
         use base64::Engine;
         let rows = sqlx::query(
-            "SELECT kid, sealed_der, public_jwk, retired_ms FROM signing_keys ORDER BY created_ms, kid",
+            "SELECT kid, sealed_der, public_jwk, retired_ms, created_ms FROM signing_keys ORDER BY created_ms, kid",
         )
         .fetch_all(self.pool())
         .await
@@ -84,6 +84,7 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
                     public_jwk: serde_json::from_str(&jwk)
                         .map_err(|e| StoreError::Internal(e.to_string()))?,
                     retired_ms: r.try_get("retired_ms").map_err(map_err)?,
+                    created_ms: r.try_get("created_ms").map_err(map_err)?,
                 })
             })
             .collect()
@@ -101,6 +102,33 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
             .bind(base64::engine::general_purpose::STANDARD.encode(sealed_der))
             .bind(public_jwk.to_string())
             .bind(crate::domain::clock::Clock::now_ms(&crate::domain::clock::SystemClock))
+            .execute(self.pool())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        at_ms: crate::domain::clock::Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET retired_ms = $2 WHERE kid = $1 AND retired_ms IS NULL",
+        )
+        .bind(kid)
+        .bind(at_ms)
+        .execute(self.pool())
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn reseal_signing_key(&self, kid: &str, sealed_der: &[u8]) -> Result<(), StoreError> {
+        use base64::Engine;
+        sqlx::query("UPDATE signing_keys SET sealed_der = $2 WHERE kid = $1")
+            .bind(kid)
+            .bind(base64::engine::general_purpose::STANDARD.encode(sealed_der))
             .execute(self.pool())
             .await
             .map_err(map_err)?;

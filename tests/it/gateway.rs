@@ -664,3 +664,85 @@ async fn redis_outage_fails_closed_and_recovers() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap() {
+    use auth_broker::config::SecretRef;
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let mut base = with_redis(with_github(test_config(&url, &dir)), &redis_url());
+    // Replicas share one issuer (each test server listens on its own port).
+    base.broker.issuer = Some("https://broker.acme.test".into());
+    let a = TestServer::start_with(Backend::Postgres, base.clone()).await;
+    let (ann, _) = engineer(&a, "rotate@acme.example").await;
+    let token = a.vend(&ann).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.stop().await;
+
+    // Step 1: every replica learns k2 and seals with it; k1 still opens old records.
+    let k2 = dir.join("k2");
+    let key: [u8; 32] = rand::random();
+    use base64::Engine;
+    std::fs::write(&k2, base64::engine::general_purpose::STANDARD.encode(key)).unwrap();
+    let mut both = base.clone();
+    both.vault.keys.insert(
+        "k2".into(),
+        SecretRef {
+            env: None,
+            file: Some(k2.clone()),
+        },
+    );
+    both.vault.active_key = Some("k2".into());
+    // And the signing key is due for rotation at this start.
+    both.broker.signing_key_max_age_days = 0;
+    let b = TestServer::start_with(Backend::Postgres, both.clone()).await;
+    assert_eq!(
+        b.vend(&ann).await.body["access_token"],
+        token.as_str(),
+        "k1 records still open"
+    );
+    let jwks: serde_json::Value = b
+        .http
+        .get(format!("{}/.well-known/jwks.json", b.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "old signing key stays published: {jwks}"
+    );
+    assert_eq!(
+        introspect(&b, &token).await["active"],
+        true,
+        "tokens of the retired key still verify"
+    );
+
+    // Step 2: re-seal online, while B serves.
+    let report = auth_broker::rotate_keys(&both).await.unwrap();
+    assert!(report.resealed >= 1, "{report:?}");
+    assert_eq!(report.unreadable, 0);
+    assert_eq!(
+        report.signing_keys, 1,
+        "the retired signing key, sealed under k1, is re-sealed"
+    );
+    let again = auth_broker::rotate_keys(&both).await.unwrap();
+    assert_eq!(again.resealed, 0, "idempotent: {again:?}");
+    b.stop().await;
+
+    // Step 3: k1 is gone; everything still opens.
+    let mut only_k2 = both.clone();
+    only_k2.vault.keys.remove("k1");
+    only_k2.broker.signing_key_max_age_days = 30;
+    let c = TestServer::start_with(Backend::Postgres, only_k2).await;
+    assert_eq!(
+        c.vend(&ann).await.body["access_token"],
+        token.as_str(),
+        "re-sealed under k2"
+    );
+    c.stop().await;
+}

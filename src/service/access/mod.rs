@@ -58,6 +58,7 @@ pub struct Access {
     receipts: Arc<dyn OffboardingLog>,
     clock: Arc<dyn Clock>,
     fence: VendFence,
+    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The vault field a token lives in: the connector, plus a digest of the scope set when the
@@ -96,7 +97,13 @@ impl Access {
             receipts,
             clock,
             fence,
+            revocations: Arc::default(),
         }
+    }
+
+    /// Revocations (epoch bumps) performed by this replica since start.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The vault, for the vend path.
@@ -236,6 +243,8 @@ impl Access {
             });
         }
         let (epoch, revoked) = self.vault.revoke(org, user, &projection, None).await?;
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Vends that read the old epoch either answer within the fence or re-check.
         self.fence.wait_out().await;
         let kind = if lost_all {
@@ -319,6 +328,8 @@ impl Access {
             connectors: BTreeMap::new(),
         });
         let (epoch, revoked) = self.vault.revoke(org, user, &projection, None).await?;
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.fence.wait_out().await;
         let now = self.clock.now_ms();
         let mut connectors: Vec<String> = revoked
