@@ -140,8 +140,12 @@ pub trait Tenants: Send + Sync {
     async fn list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError>;
     /// All stored credentials of every org.
     async fn list_credentials(&self) -> Result<Vec<CredentialRecord>, StoreError>;
-    /// Stores credentials atomically, all or none (used by the first-start bootstrap).
-    async fn insert_credentials(&self, creds: &[CredentialRecord]) -> Result<(), StoreError>;
+    /// Stores credentials atomically, all or none, with their audit record.
+    async fn insert_credentials(
+        &self,
+        creds: &[CredentialRecord],
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
 }
 
 /// SCIM users, groups and memberships: the directory's system of record.

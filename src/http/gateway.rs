@@ -200,7 +200,10 @@ async fn vend(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, (Problem, &'static str)> {
     let gw = authenticate(s, headers).map_err(|p| (p, "unauthenticated"))?;
-    let body: TokenBody = json_body(body).map_err(|p| (p, "malformed_request"))?;
+    let body: TokenBody = json_body(body).map_err(|p| {
+        let code = p.code;
+        (p, code)
+    })?;
     let org = org_allowed(&gw, &body.org).map_err(|p| (p, "org_forbidden"))?;
     let user = body.user.to_ref().map_err(|p| (p, "malformed_request"))?;
     let req = VendRequest {

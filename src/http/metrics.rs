@@ -14,10 +14,11 @@ use axum::routing::get;
 use super::AppState;
 
 /// Vend outcome codes, in export order.
-const CODES: [&str; 12] = [
+const CODES: [&str; 13] = [
     "ok",
     "unauthenticated",
     "malformed_request",
+    "payload_too_large",
     "org_forbidden",
     "user_inactive",
     "not_entitled",
@@ -33,9 +34,115 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// One latency histogram with fixed buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}\n"
+            ));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}\n"
+        ));
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        out.push_str(&format!(
+            "{name}_sum{braces} {}\n{name}_count{braces} {count}\n",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+    }
+}
+
+/// Request latency per (method, route template, status class); route templates, never ids.
+#[derive(Default)]
+pub struct RouteMetrics {
+    by_route: std::sync::RwLock<std::collections::BTreeMap<(String, String, u16), Arc<Histogram>>>,
+}
+
+impl RouteMetrics {
+    /// Records one request.
+    pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let class = status / 100 * 100;
+        let key = (method.to_string(), route.to_string(), class);
+        if let Ok(map) = self.by_route.read()
+            && let Some(h) = map.get(&key)
+        {
+            h.observe(took);
+            return;
+        }
+        if let Ok(mut map) = self.by_route.write() {
+            map.entry(key).or_default().observe(took);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "auth_broker_http_request_duration_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Request latency per route.\n# TYPE {name} histogram\n"
+        ));
+        if let Ok(map) = self.by_route.read() {
+            for ((method, route, class), h) in map.iter() {
+                let labels = format!(
+                    "method=\"{method}\",route=\"{route}\",status=\"{}xx\"",
+                    class / 100
+                );
+                h.render(out, name, &labels);
+            }
+        }
+    }
+}
+
+/// Records per-route latency; the route is the matched template (`/scim/v2/{org}/Users/{id}`).
+pub async fn track(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .routes
+        .observe(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
 /// The broker's counters.
 #[derive(Default)]
 pub struct Metrics {
+    /// Per-route request latency.
+    pub routes: RouteMetrics,
     outcomes: [AtomicU64; CODES.len()],
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
@@ -100,6 +207,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             ));
         }
+        self.routes.render(&mut out);
         out.push_str(&format!(
             "# HELP auth_broker_revocations_total Revocations (epoch bumps) by this replica.\n\
              # TYPE auth_broker_revocations_total counter\nauth_broker_revocations_total {revocations}\n"

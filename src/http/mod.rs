@@ -137,6 +137,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
         .merge(oauth::router())
         .merge(metrics::router())
         .fallback(not_found)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

@@ -4,77 +4,127 @@
 use axum::Json;
 use serde_json::{Value, json};
 
-/// Every documented operation: (method, path, summary).
-pub const ROUTES: &[(&str, &str, &str)] = &[
+/// Every documented operation: (method, path, summary, success status, extra error statuses).
+pub const ROUTES: &[(&str, &str, &str, &str, &[&str])] = &[
     (
         "post",
         "/internal/v1/token",
         "Vend a user's token for a connector",
+        "200",
+        &["409", "502"],
     ),
-    ("post", "/internal/v1/authorize", "Decide a tool call"),
+    (
+        "post",
+        "/internal/v1/authorize",
+        "Decide a tool call",
+        "200",
+        &[],
+    ),
     (
         "get",
         "/internal/v1/entitlements",
         "What a user may use (to filter tools/list)",
+        "200",
+        &[],
     ),
     (
         "get",
         "/internal/v1/events",
         "Server-sent revocation and entitlement events",
+        "200",
+        &[],
     ),
-    ("get", "/admin/v1/orgs/{org}/connectors", "List connectors"),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/connectors",
+        "List connectors",
+        "200",
+        &[],
+    ),
     (
         "post",
         "/admin/v1/orgs/{org}/connectors",
         "Create a connector",
+        "201",
+        &["409"],
     ),
     (
         "get",
         "/admin/v1/orgs/{org}/connectors/{id}",
         "Read a connector",
+        "200",
+        &[],
     ),
     (
         "put",
         "/admin/v1/orgs/{org}/connectors/{id}",
         "Replace a connector",
+        "200",
+        &[],
     ),
     (
         "delete",
         "/admin/v1/orgs/{org}/connectors/{id}",
         "Delete a connector and its grants",
+        "204",
+        &[],
     ),
-    ("get", "/admin/v1/orgs/{org}/grants", "List grants"),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/grants",
+        "List grants",
+        "200",
+        &[],
+    ),
     (
         "post",
         "/admin/v1/orgs/{org}/grants",
         "Grant a group a connector",
+        "201",
+        &[],
     ),
     (
         "delete",
         "/admin/v1/orgs/{org}/grants/{id}",
         "Delete a grant",
+        "204",
+        &[],
     ),
     (
         "post",
         "/admin/v1/orgs/{org}/gateways",
         "Create a gateway key (shown once)",
+        "201",
+        &[],
     ),
     (
         "get",
         "/admin/v1/orgs/{org}/users/{id}",
         "A user's entitlements with reasons and live tokens",
+        "200",
+        &[],
     ),
     (
         "post",
         "/admin/v1/orgs/{org}/users/{id}/revoke",
         "Kill switch: revoke every token now",
+        "200",
+        &[],
     ),
     (
         "get",
         "/admin/v1/orgs/{org}/users/{id}/offboarding",
         "Revocation receipts",
+        "200",
+        &[],
     ),
-    ("get", "/admin/v1/orgs/{org}/audit", "Audit records"),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/audit",
+        "Audit records",
+        "200",
+        &[],
+    ),
 ];
 
 fn problem_response(desc: &str) -> Value {
@@ -84,7 +134,7 @@ fn problem_response(desc: &str) -> Value {
 /// The document.
 pub async fn document() -> Json<Value> {
     let mut paths = serde_json::Map::new();
-    for (method, path, summary) in ROUTES {
+    for (method, path, summary, success, extra) in ROUTES {
         let mut params = Vec::new();
         for name in ["org", "id"] {
             if path.contains(&format!("{{{name}}}")) {
@@ -96,7 +146,6 @@ pub async fn document() -> Json<Value> {
             "parameters": params,
             "security": [{"bearer": []}],
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "400": problem_response("Malformed request"),
                 "401": problem_response("Missing or invalid key"),
                 "403": problem_response("Forbidden (org_forbidden, user_inactive, not_entitled, scope_not_entitled)"),
@@ -105,6 +154,19 @@ pub async fn document() -> Json<Value> {
                 "503": problem_response("Unavailable (fail closed)"),
             }
         });
+        op["responses"][*success] = if *success == "204" {
+            json!({"description": "Done"})
+        } else {
+            json!({"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}})
+        };
+        for status in *extra {
+            let desc = match *status {
+                "409" => "Conflict (already exists; consent_required with consent_url)",
+                "502" => "Upstream error",
+                _ => "Error",
+            };
+            op["responses"][*status] = problem_response(desc);
+        }
         if *method == "post" || *method == "put" {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
         }

@@ -397,8 +397,16 @@ impl Admin {
             secret_hash: hash.to_string(),
             created_ms: self.clock.now_ms(),
         };
+        let audit = self.entry(
+            org,
+            actor,
+            "admin.gateway.create",
+            "Gateway",
+            &id,
+            json!({"name": name}),
+        );
         self.tenants
-            .insert_credentials(std::slice::from_ref(&rec))
+            .insert_credentials(std::slice::from_ref(&rec), &audit)
             .await?;
         if let Ok(mut idx) = self.credentials.write() {
             idx.add(
@@ -410,7 +418,6 @@ impl Admin {
                 },
             );
         }
-        let _ = actor;
         Ok((id, key.expose_secret().to_string()))
     }
 

@@ -221,7 +221,16 @@ async fn first_credentials(
             created_ms: now,
         });
     }
-    match store.insert_credentials(&records).await {
+    let audit = crate::domain::audit::AuditEntry {
+        org: OrgId::new(BOOTSTRAP_ORG),
+        at_ms: now,
+        actor: "bootstrap".into(),
+        action: "bootstrap.credentials".into(),
+        resource_type: "Credential".into(),
+        resource_id: BOOTSTRAP_ORG.into(),
+        summary: serde_json::json!({"kinds": records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>()}),
+    };
+    match store.insert_credentials(&records, &audit).await {
         Ok(()) => Ok((!shown.is_empty()).then(|| GeneratedCredentials {
             org: BOOTSTRAP_ORG.into(),
             values: shown,

@@ -63,7 +63,11 @@ impl Tenants for SqlStore {
             .collect()
     }
 
-    async fn insert_credentials(&self, creds: &[CredentialRecord]) -> Result<(), StoreError> {
+    async fn insert_credentials(
+        &self,
+        creds: &[CredentialRecord],
+        audit: &crate::domain::audit::AuditEntry,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await.map_err(map_err)?;
         for c in creds {
             sqlx::query(
@@ -80,6 +84,7 @@ impl Tenants for SqlStore {
             .await
             .map_err(map_err)?;
         }
+        super::rows::write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
 }

@@ -336,14 +336,21 @@ async fn credentials_and_orgs(backend: Backend) {
         secret_hash: auth_broker::crypto::secret::hash_str("ab_scim_x").to_string(),
         created_ms: 1,
     };
-    s.insert_credentials(std::slice::from_ref(&c))
-        .await
-        .unwrap();
+    s.insert_credentials(
+        std::slice::from_ref(&c),
+        &change("acme", "c1", vec![]).audit,
+    )
+    .await
+    .unwrap();
     // All-or-nothing: a batch with a duplicate id stores none of it.
     let mut c2 = c.clone();
     c2.id = "c2".into();
     c2.secret_hash = auth_broker::crypto::secret::hash_str("ab_scim_y").to_string();
-    assert!(s.insert_credentials(&[c2, c.clone()]).await.is_err());
+    assert!(
+        s.insert_credentials(&[c2, c.clone()], &change("acme", "c2", vec![]).audit)
+            .await
+            .is_err()
+    );
     assert_eq!(s.list_credentials().await.unwrap(), vec![c]);
     s.close().await;
 }

@@ -236,6 +236,21 @@ impl Access {
         };
         if !must_revoke {
             let epoch = self.vault.put_projection(org, user, &projection).await?;
+            let changed = current.as_ref().is_some_and(|p| {
+                p.connectors != projection.connectors || p.active != projection.active
+            });
+            if changed {
+                let event = BusEvent {
+                    kind: "entitlements.changed".into(),
+                    org: org.to_string(),
+                    user_id: Some(user.to_string()),
+                    connectors: projection.connectors.keys().cloned().collect(),
+                    at_ms: self.clock.now_ms(),
+                };
+                if let Err(e) = self.bus.publish(&event).await {
+                    tracing::warn!(error = %e, "entitlements event not published");
+                }
+            }
             return Ok(SyncOutcome {
                 epoch,
                 revoked: Vec::new(),

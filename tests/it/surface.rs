@@ -1,0 +1,640 @@
+//! The operational and admin surfaces: `/metrics` counts what the contract names, the OpenAPI
+//! document matches the router in both directions, and the admin API's errors are stable
+//! problem+json codes.
+
+use std::collections::BTreeSet;
+
+use auth_broker::crypto::secret::hash_str;
+use auth_broker::http::openapi::ROUTES;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::redis_fixture::redis_url;
+use crate::support::{
+    ACME_ADMIN, ACME_GATEWAY, Backend, Resp, TestServer, fresh_database, read, test_config,
+    with_github, with_redis,
+};
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// The admin key of `globex`.
+const GLOBEX_ADMIN: &str = "ab_admin_globex_test_admin_key_0123456789";
+
+async fn server(backend: Backend) -> TestServer {
+    let (url, dir) = fresh_database(backend).await;
+    let mut cfg = with_github(test_config(&url, &dir));
+    cfg.orgs.get_mut("globex").unwrap().admin_key_hashes = vec![hash_str(GLOBEX_ADMIN).to_string()];
+    if backend == Backend::Postgres {
+        cfg = with_redis(cfg, &redis_url());
+    }
+    TestServer::start_with(backend, cfg).await
+}
+
+/// A user in Engineering (created on first use); returns the user's id.
+async fn engineer(s: &TestServer, name: &str) -> String {
+    let acme = s.acme();
+    let id = acme.create_user(name).await;
+    let r = acme
+        .get("/Groups?filter=displayName+eq+%22Engineering%22")
+        .await;
+    let gid = match r.body["Resources"][0]["id"].as_str() {
+        Some(g) => g.to_string(),
+        None => acme.create_group("Engineering", &[]).await,
+    };
+    let r = acme
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": id}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    id
+}
+
+async fn metrics(s: &TestServer) -> String {
+    let r = s
+        .http
+        .get(format!("{}/metrics", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    r.text().await.unwrap()
+}
+
+/// The value of one series (`name{labels}` exactly as exported).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn must(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("{series} is not exported:\n{text}"))
+}
+
+fn assert_problem(r: &Resp, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{:?}", r.body);
+    assert_eq!(r.body["code"], code, "{:?}", r.body);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["status"], status.as_u16());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_vends_mints_and_revocations() {
+    let s = server(Backend::Postgres).await;
+    let ann = engineer(&s, "metrics@acme.example").await;
+    for _ in 0..3 {
+        let r = s.vend(&ann).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    assert_eq!(s.vend("nobody").await.status, StatusCode::NOT_FOUND);
+    let r = s
+        .gateway(
+            "ab_gw_wrong",
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": ann}, "connector": "github"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let before = metrics(&s).await;
+
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "replace", "value": {"active": false}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(s.vend(&ann).await.body["code"], "user_inactive");
+    let text = metrics(&s).await;
+
+    for family in [
+        "auth_broker_vend_total",
+        "auth_broker_vend_seconds",
+        "auth_broker_mints_total",
+        "auth_broker_revocations_total",
+        "auth_broker_audit_backlog",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {family} "))),
+            "{family} has a TYPE line:\n{text}"
+        );
+    }
+    assert!(must(&text, "auth_broker_vend_total{code=\"ok\"}") >= 3.0);
+    assert!(must(&text, "auth_broker_vend_total{code=\"unknown_user\"}") >= 1.0);
+    assert!(must(&text, "auth_broker_vend_total{code=\"unauthenticated\"}") >= 1.0);
+    assert!(must(&text, "auth_broker_vend_total{code=\"user_inactive\"}") >= 1.0);
+
+    // The latency histogram: cumulative buckets ending in +Inf == count.
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("auth_broker_vend_seconds_bucket{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(buckets.len() >= 2, "{text}");
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "buckets are cumulative: {buckets:?}"
+    );
+    let count = must(&text, "auth_broker_vend_seconds_count");
+    assert!(count >= 6.0, "every vend is timed, refusals too: {count}");
+    assert_eq!(
+        must(&text, "auth_broker_vend_seconds_bucket{le=\"+Inf\"}"),
+        count
+    );
+    assert!(must(&text, "auth_broker_vend_seconds_sum") > 0.0);
+
+    assert!(must(&text, "auth_broker_mints_total") >= 1.0);
+    assert!(must(&text, "auth_broker_vault_cache_hits_total") >= 2.0);
+    let revocations = must(&text, "auth_broker_revocations_total");
+    assert!(
+        revocations >= must(&before, "auth_broker_revocations_total") + 1.0,
+        "the deactivation's revocation is counted: {revocations}"
+    );
+    assert!(must(&text, "auth_broker_audit_backlog") >= 0.0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_request_latency_per_route() {
+    let s = server(Backend::Postgres).await;
+    let ann = engineer(&s, "routes@acme.example").await;
+    assert_eq!(s.vend(&ann).await.status, StatusCode::OK);
+    assert_eq!(
+        s.acme().get(&format!("/Users/{ann}")).await.status,
+        StatusCode::OK
+    );
+    let text = metrics(&s).await;
+    let histograms: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" histogram"))
+        .collect();
+    let per_route: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            histograms
+                .iter()
+                .any(|h| l.starts_with(&format!("{h}_bucket{{")))
+        })
+        .filter(|l| {
+            ["route=", "path=", "endpoint="]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect();
+    assert!(
+        per_route.iter().any(|l| l.contains("/internal/v1/token")),
+        "CONTRACT: request latency histograms per route; none for the vend route:\n{text}"
+    );
+    assert!(
+        per_route
+            .iter()
+            .any(|l| l.contains("/scim/v2/") && l.contains("Users")),
+        "no request latency histogram for the SCIM Users route:\n{text}"
+    );
+    assert!(
+        !text.contains(&ann),
+        "routes are labelled by template, never by ids"
+    );
+    s.stop().await;
+}
+
+/// A documented path with its parameters filled in.
+fn concrete(path: &str) -> String {
+    path.replace("{org}", "acme").replace("{id}", "x")
+}
+
+async fn unauthenticated(s: &TestServer, method: &str, path: &str) -> Resp {
+    let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+    let mut req = s
+        .http
+        .request(method.clone(), format!("{}{path}", s.base()));
+    if method == Method::POST || method == Method::PUT || method == Method::PATCH {
+        req = req.header("content-type", "application/json").body("{}");
+    }
+    read(req.send().await.expect("request sent")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_router() {
+    let s = server(Backend::Sqlite).await;
+    let r = s
+        .http
+        .get(format!("{}/admin/v1/openapi.json", s.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.expect("the document is JSON");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["info"]["title"].is_string());
+    let paths = doc["paths"].as_object().expect("paths");
+
+    let documented: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, ..)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented.len(), ROUTES.len(), "no operation listed twice");
+    for (method, path) in &documented {
+        let op = &paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is missing from the document"))[method];
+        assert!(
+            op.is_object(),
+            "{method} {path} is missing from the document"
+        );
+        assert!(op["responses"]["401"].is_object(), "{method} {path}: 401");
+        for name in ["org", "id"] {
+            if path.contains(&format!("{{{name}}}")) {
+                assert!(
+                    op["parameters"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["name"] == name)),
+                    "{method} {path} documents its {name} parameter"
+                );
+            }
+        }
+    }
+    // The document holds nothing beyond ROUTES.
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+    for (path, item) in paths {
+        for m in item.as_object().unwrap().keys() {
+            assert!(METHODS.contains(&m.as_str()), "{m} {path}");
+            assert!(
+                documented.contains(&(m.clone(), path.clone())),
+                "{m} {path} is documented but not in ROUTES"
+            );
+        }
+    }
+
+    // Every documented operation exists: without a key it is 401, never 404 or 405.
+    for (method, path) in &documented {
+        let r = unauthenticated(&s, method, &concrete(path)).await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    // And the router serves no undocumented method on a documented path.
+    let documented_paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+    for path in documented_paths {
+        for m in METHODS {
+            if documented.contains(&(m.to_string(), path.clone())) {
+                continue;
+            }
+            let r = unauthenticated(&s, m, &concrete(path)).await;
+            assert!(
+                r.status == StatusCode::METHOD_NOT_ALLOWED || r.status == StatusCode::NOT_FOUND,
+                "{m} {path} is served ({}) but not documented",
+                r.status
+            );
+        }
+    }
+    // Undocumented paths under /admin/v1 do not exist.
+    for path in [
+        "/admin/v1",
+        "/admin/v1/orgs/acme",
+        "/admin/v1/orgs/acme/users",
+        "/admin/v1/orgs/acme/secrets",
+        "/admin/v1/orgs/acme/connectors/github/tokens",
+        "/admin/v1/orgs/acme/users/x/tokens",
+        "/admin/v1/openapi.yaml",
+    ] {
+        let r = unauthenticated(&s, "get", path).await;
+        assert_problem(&r, StatusCode::NOT_FOUND, "not_found");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_errors_and_gateway_keys() {
+    let s = server(Backend::Postgres).await;
+    let connectors = "/admin/v1/orgs/acme/connectors";
+
+    // Authentication and tenancy.
+    let r = s.gateway("", Method::GET, connectors, None).await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = read(
+        s.http
+            .get(format!("{}{connectors}", s.base()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = s
+        .gateway(
+            "ab_admin_wrong_key_0123456789",
+            Method::GET,
+            connectors,
+            None,
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = s.gateway(ACME_GATEWAY, Method::GET, connectors, None).await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = s
+        .gateway(
+            ACME_ADMIN,
+            Method::GET,
+            "/admin/v1/orgs/globex/connectors",
+            None,
+        )
+        .await;
+    assert_problem(&r, StatusCode::FORBIDDEN, "org_forbidden");
+    let r = s
+        .gateway(
+            ACME_ADMIN,
+            Method::POST,
+            "/admin/v1/orgs/globex/gateways",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::FORBIDDEN, "org_forbidden");
+    let r = s.gateway(GLOBEX_ADMIN, Method::GET, connectors, None).await;
+    assert_problem(&r, StatusCode::FORBIDDEN, "org_forbidden");
+    let r = s
+        .gateway(
+            GLOBEX_ADMIN,
+            Method::GET,
+            "/admin/v1/orgs/globex/connectors",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["connectors"], json!([]), "globex sees only its own");
+
+    // Malformed input.
+    let r = read(
+        s.http
+            .post(format!("{}{connectors}", s.base()))
+            .bearer_auth(ACME_ADMIN)
+            .header("content-type", "application/json")
+            .body("{\"id\": \"jira\", \"strategy\": ")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed_request");
+    let r = s
+        .admin(
+            Method::POST,
+            connectors,
+            Some(json!({"id": "jira", "audience": "https://jira.example"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed_request");
+    let r = s
+        .admin(
+            Method::POST,
+            connectors,
+            Some(json!({"id": "jira", "strategy": "carrier_pigeon", "audience": "https://jira.example"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed_request");
+    let r = s
+        .admin(
+            Method::POST,
+            connectors,
+            Some(json!({"id": "Not An Id!", "strategy": "broker_jwt", "audience": "https://jira.example"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "invalid_request");
+
+    // Create, conflict, read, unknown.
+    let jira = json!({"id": "jira", "strategy": "broker_jwt", "audience": "https://jira.example",
+                      "scopes": ["read:jira-work"]});
+    let r = s.admin(Method::POST, connectors, Some(jira.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = s.admin(Method::POST, connectors, Some(jira)).await;
+    assert_problem(&r, StatusCode::CONFLICT, "conflict");
+    let r = s
+        .admin(Method::GET, &format!("{connectors}/jira"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["audience"], "https://jira.example");
+    let r = s
+        .admin(Method::GET, &format!("{connectors}/nope"), None)
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = s
+        .admin(
+            Method::PUT,
+            &format!("{connectors}/nope"),
+            Some(json!({"strategy": "broker_jwt", "audience": "https://nope.example"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = s
+        .admin(
+            Method::DELETE,
+            "/admin/v1/orgs/acme/grants/no-such-grant",
+            None,
+        )
+        .await;
+    assert_problem(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/orgs/acme/grants",
+            Some(
+                json!({"group": "Engineering", "connector": "jira", "scopes": ["admin:everything"],
+                        "actions": {"read": "allow", "write": "allow", "delete": "blocked"}}),
+            ),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "invalid_request");
+
+    // A new gateway key: shown once, usable at once, bound to its org only.
+    let gateways = "/admin/v1/orgs/acme/gateways";
+    let r = s
+        .admin(Method::POST, gateways, Some(json!({"name": ""})))
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    let r = s
+        .admin(Method::POST, gateways, Some(json!({"nme": "gw2"})))
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed_request");
+    let r = s
+        .admin(Method::POST, gateways, Some(json!({"name": "gw2"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let key = r.body["key"].as_str().unwrap().to_string();
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert!(key.starts_with("ab_gw_"), "{key}");
+    assert!(!id.is_empty() && !key.contains(&id));
+    let ann = engineer(&s, "gw2@acme.example").await;
+    let r = s
+        .gateway(
+            &key,
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": ann}, "connector": "github"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(
+        r.body["access_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let r = s
+        .gateway(
+            &key,
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "globex", "user": {"id": ann}, "connector": "github"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::FORBIDDEN, "org_forbidden");
+    // A second key is a different key; both work.
+    let r = s
+        .admin(Method::POST, gateways, Some(json!({"name": "gw3"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_ne!(r.body["key"], key.as_str());
+    assert_ne!(r.body["id"], id.as_str());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_gateway_key_is_audited() {
+    let s = server(Backend::Postgres).await;
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/orgs/acme/gateways",
+            Some(json!({"name": "audited-gw"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let key = r.body["key"].as_str().unwrap().to_string();
+    // A new credential is a security event: who created which key, when (never the key).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = s
+            .admin(Method::GET, "/admin/v1/orgs/acme/audit?limit=1000", None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let text = r.body.to_string();
+        assert!(!text.contains(&key), "the key itself is never audited");
+        let found = r.body["records"].as_array().unwrap().iter().find(|rec| {
+            rec["resource_id"] == id.as_str() || rec["summary"].to_string().contains(&id)
+        });
+        if let Some(rec) = found {
+            assert_eq!(rec["actor"], "admin:config:acme#0", "{rec}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit record names the new gateway key {id}: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_the_statuses_the_api_answers() {
+    let s = server(Backend::Sqlite).await;
+    let doc: Value = s
+        .http
+        .get(format!("{}/admin/v1/openapi.json", s.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // What the contract (and the admin test above) shows each operation answering.
+    let answered: &[(&str, &str, &[&str])] = &[
+        ("post", "/internal/v1/token", &["200", "409", "502"]),
+        ("post", "/admin/v1/orgs/{org}/connectors", &["201", "409"]),
+        (
+            "put",
+            "/admin/v1/orgs/{org}/connectors/{id}",
+            &["200", "404"],
+        ),
+        ("delete", "/admin/v1/orgs/{org}/connectors/{id}", &["204"]),
+        ("post", "/admin/v1/orgs/{org}/grants", &["201"]),
+        (
+            "delete",
+            "/admin/v1/orgs/{org}/grants/{id}",
+            &["204", "404"],
+        ),
+        ("post", "/admin/v1/orgs/{org}/gateways", &["201"]),
+    ];
+    let mut missing = Vec::new();
+    for (method, path, statuses) in answered {
+        let responses = &doc["paths"][*path][*method]["responses"];
+        assert!(responses.is_object(), "{method} {path} is documented");
+        for status in *statuses {
+            if !responses[*status].is_object() {
+                missing.push(format!("{method} {path} {status}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "statuses the API answers but the document does not list: {missing:#?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_each_refusal_under_its_own_code() {
+    let s = server(Backend::Sqlite).await;
+    let big = "x".repeat(1_100_000);
+    let r = s
+        .gateway(
+            ACME_GATEWAY,
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": big}, "connector": "github"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let r = s
+        .gateway(
+            ACME_GATEWAY,
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "malformed_request");
+    let text = metrics(&s).await;
+    assert_eq!(
+        sample(&text, "auth_broker_vend_total{code=\"malformed_request\"}"),
+        Some(1.0),
+        "only the malformed request counts as malformed:\n{text}"
+    );
+    assert!(
+        sample(&text, "auth_broker_vend_total{code=\"payload_too_large\"}")
+            .is_some_and(|n| n >= 1.0),
+        "the 413 is counted under the code it answered:\n{text}"
+    );
+    s.stop().await;
+}
