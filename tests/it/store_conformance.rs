@@ -355,3 +355,22 @@ async fn credentials_and_orgs(backend: Backend) {
     s.close().await;
 }
 both_backends!(credentials_and_orgs);
+
+async fn audit_batches_append_in_order(backend: Backend) {
+    use auth_broker::domain::ports::AuditWriter;
+    let s = store(backend).await;
+    let entries: Vec<AuditEntry> = (0..450)
+        .map(|i| {
+            let mut e = change("acme", &format!("r{i}"), vec![]).audit;
+            e.action = "token.vend".into();
+            e
+        })
+        .collect();
+    s.append(&entries).await.unwrap();
+    let got = s.audit_after(&OrgId::new("acme"), 0, 1000).await.unwrap();
+    assert_eq!(got.len(), 450);
+    assert_eq!(got[0].entry.resource_id, "r0");
+    assert_eq!(got[449].entry.resource_id, "r449");
+    s.close().await;
+}
+both_backends!(audit_batches_append_in_order);
