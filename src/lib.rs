@@ -153,7 +153,7 @@ pub async fn prepare(
         },
     )
     .with_access(access.clone());
-    let state = AppState {
+    let state = AppState::new(http::AppInner {
         provisioning,
         directory,
         credentials,
@@ -164,7 +164,7 @@ pub async fn prepare(
         audit,
         metrics: Arc::default(),
         clock,
-    };
+    });
     let limits = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),

@@ -12,15 +12,72 @@ use tokio::sync::mpsc;
 use crate::domain::audit::AuditEntry;
 use crate::domain::ports::AuditWriter;
 
-/// Most records waiting to be written before vends are refused.
-pub const QUEUE_CAPACITY: usize = 65_536;
+/// Most records waiting to be written before vends are refused (a few MiB at most: the hot
+/// path queues compact records, expanded to audit entries by the writer).
+pub const QUEUE_CAPACITY: usize = 16_384;
+
+/// The compact audit record of one vend, as queued on the hot path.
+#[derive(Debug, Clone)]
+pub struct VendAudit {
+    /// The tenant.
+    pub org: crate::domain::OrgId,
+    /// When.
+    pub at_ms: i64,
+    /// The gateway credential.
+    pub gateway: String,
+    /// The user (empty when it could not be resolved).
+    pub user: String,
+    /// The connector.
+    pub connector: String,
+    /// Scopes served.
+    pub scopes: Vec<String>,
+    /// Outcome code (`ok` or an error code).
+    pub outcome: &'static str,
+    /// Served from the vault rather than minted.
+    pub cached: bool,
+}
+
+impl From<VendAudit> for AuditEntry {
+    fn from(v: VendAudit) -> Self {
+        AuditEntry {
+            org: v.org,
+            at_ms: v.at_ms,
+            actor: v.gateway,
+            action: "token.vend".into(),
+            resource_type: "Token".into(),
+            resource_id: v.user.clone(),
+            summary: serde_json::json!({
+                "user_id": v.user, "connector": v.connector, "scopes": v.scopes,
+                "outcome": v.outcome, "cached": v.cached,
+            }),
+        }
+    }
+}
+
+/// What the queue carries.
+#[derive(Debug)]
+pub enum Pending {
+    /// A full audit record.
+    Entry(AuditEntry),
+    /// A vend, expanded by the writer.
+    Vend(VendAudit),
+}
+
+impl From<Pending> for AuditEntry {
+    fn from(p: Pending) -> Self {
+        match p {
+            Pending::Entry(e) => e,
+            Pending::Vend(v) => v.into(),
+        }
+    }
+}
 /// Most records written per batch.
 const BATCH: usize = 512;
 
 /// The sending side, cloned into every handler.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditEntry>,
+    tx: mpsc::Sender<Pending>,
     depth: Arc<AtomicI64>,
 }
 
@@ -32,13 +89,14 @@ pub struct AuditFull;
 impl AuditSink {
     /// Starts the writer task over `writer`; it drains until every sender is dropped.
     pub fn start(writer: Arc<dyn AuditWriter>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<AuditEntry>(QUEUE_CAPACITY);
+        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE_CAPACITY);
         let depth = Arc::new(AtomicI64::new(0));
         let d = depth.clone();
         let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let n = batch.len() as i64;
+            let mut pending = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut pending, BATCH).await > 0 {
+                let n = pending.len() as i64;
+                let batch: Vec<AuditEntry> = pending.drain(..).map(AuditEntry::from).collect();
                 // Retry until written: records are never dropped silently.
                 let mut delay = Duration::from_millis(50);
                 while let Err(e) = writer.append(&batch).await {
@@ -47,15 +105,14 @@ impl AuditSink {
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 d.fetch_sub(n, Ordering::Relaxed);
-                batch.clear();
             }
         });
         (Self { tx, depth }, task)
     }
 
     /// Queues a record; `AuditFull` when the backlog is at capacity.
-    pub fn record(&self, entry: AuditEntry) -> Result<(), AuditFull> {
-        self.tx.try_send(entry).map_err(|_| AuditFull)?;
+    pub fn record(&self, entry: impl Into<Pending>) -> Result<(), AuditFull> {
+        self.tx.try_send(entry.into()).map_err(|_| AuditFull)?;
         self.depth.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -63,5 +120,17 @@ impl AuditSink {
     /// Records waiting to be written.
     pub fn depth(&self) -> i64 {
         self.depth.load(Ordering::Relaxed)
+    }
+}
+
+impl From<AuditEntry> for Pending {
+    fn from(e: AuditEntry) -> Self {
+        Pending::Entry(e)
+    }
+}
+
+impl From<VendAudit> for Pending {
+    fn from(v: VendAudit) -> Self {
+        Pending::Vend(v)
     }
 }

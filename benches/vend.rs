@@ -1,0 +1,1014 @@
+//! Gateway vend benchmark: the load generators behind `scripts/bench-vend.sh`.
+//!
+//! The script starts a release broker as its own process (PostgreSQL + Redis), measures the
+//! raw Redis baseline and the closed-loop vend throughput (`wrk`), and calls this binary for
+//! the parts that need a purpose-built client:
+//!
+//! - `setup`: provisions the users the load runs vend for (SCIM), puts them in the group the
+//!   config grants `github` to, vends once for each so every later vend is warm, and writes
+//!   their ids to a file.
+//! - `rate`: an open-loop client. Requests are scheduled at fixed intervals, handed round-robin
+//!   to keep-alive connections, and latency is measured from the *scheduled* send time, so a
+//!   slow response delays the requests queued behind it and that delay is counted (no
+//!   coordinated omission). Prints p50 / p99 / p99.9.
+//! - `deactivation`: a user holding one token on each of N connectors is deactivated with the
+//!   Okta PATCH (`{"op":"replace","value":{"active":false}}`); the PATCH latency is measured,
+//!   the vault is checked to be empty of the user's tokens when the response arrives, the user
+//!   is reactivated and the N tokens are vended again; repeated. Prints p50 / p99.
+//!
+//! Each command ends with one line `RESULT <command> key=value …` for the script to read.
+//! Run with no command (as `cargo test --all-targets` does) it only checks its own parsers.
+//!
+//! ```sh
+//! cargo bench --bench vend -- rate --base http://127.0.0.1:8080 --org bench \
+//!     --gateway-key ab_gw_… --users users.txt --rate 15000 --duration 10
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const USAGE: &str = "\
+usage: vend <command> [--flag value]...
+  setup        --base URL --org ORG --scim-token T --gateway-key K --users N --out FILE
+               [--group Engineering] [--connector github]
+  rate         --base URL --org ORG --gateway-key K --users FILE --rate PER_SEC
+               [--duration 10] [--warmup 1] [--connections 50] [--connector github]
+  deactivation --base URL --org ORG --scim-token T --gateway-key K --redis-url URL
+               [--iterations 200] [--tokens 20] [--group Offboarding] [--prefix svc]";
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench`; flags are `--name value` pairs after the command.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let Some(command) = args.first().filter(|a| !a.starts_with('-')).cloned() else {
+        self_check();
+        println!(
+            "vend: parsers ok; nothing to measure without a command (see scripts/bench-vend.sh)"
+        );
+        return ExitCode::SUCCESS;
+    };
+    let flags = match Flags::parse(&args[1..]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vend: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = match command.as_str() {
+        "setup" => rt.block_on(setup(&flags)),
+        "rate" => rate(&flags),
+        "deactivation" => rt.block_on(deactivation(&flags)),
+        other => Err(format!("unknown command {other}\n{USAGE}")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vend {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--name value` pairs.
+struct Flags(HashMap<String, String>);
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(name) = it.next() {
+            let Some(key) = name.strip_prefix("--") else {
+                return Err(format!("unexpected argument {name}"));
+            };
+            let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            map.insert(key.to_string(), value.clone());
+        }
+        Ok(Self(map))
+    }
+
+    fn get(&self, key: &str) -> Result<&str, String> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("--{key} is required"))
+    }
+
+    fn or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.0.get(key).map(String::as_str).unwrap_or(default)
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{key}: {v} is not a number")),
+        }
+    }
+}
+
+/// The value at quantile `q` of ascending `sorted` (nearest rank).
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(nanos: u64) -> f64 {
+    nanos as f64 / 1e6
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .expect("HTTP client")
+}
+
+/// Sends a JSON request with a bearer token and returns status and body.
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&Value>,
+    scim: bool,
+) -> Result<(u16, Value), String> {
+    let mut req = http.request(method.clone(), url).bearer_auth(token);
+    if let Some(b) = body {
+        let ct = if scim {
+            "application/scim+json"
+        } else {
+            "application/json"
+        };
+        req = req.header("content-type", ct).body(b.to_string());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    Ok((status, body))
+}
+
+fn expect(status: u16, want: u16, what: &str, body: &Value) -> Result<(), String> {
+    if status == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {want}, got {status}: {body}"))
+    }
+}
+
+async fn create_user(
+    http: &reqwest::Client,
+    scim: &str,
+    token: &str,
+    user_name: &str,
+) -> Result<String, String> {
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "active": true,
+        "emails": [{"value": user_name, "primary": true, "type": "work"}],
+    });
+    let (status, body) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{scim}/Users"),
+        token,
+        Some(&body),
+        true,
+    )
+    .await?;
+    expect(status, 201, &format!("create user {user_name}"), &body)?;
+    body["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("create user {user_name}: no id in {body}"))
+}
+
+async fn create_group(
+    http: &reqwest::Client,
+    scim: &str,
+    token: &str,
+    name: &str,
+    members: &[String],
+) -> Result<(), String> {
+    let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": name,
+        "members": members,
+    });
+    let (status, body) = call(
+        http,
+        reqwest::Method::POST,
+        &format!("{scim}/Groups"),
+        token,
+        Some(&body),
+        true,
+    )
+    .await?;
+    expect(status, 201, &format!("create group {name}"), &body)
+}
+
+/// Adds a user to the group named `name`, creating the group when there is none.
+async fn join_group(
+    http: &reqwest::Client,
+    scim: &str,
+    token: &str,
+    name: &str,
+    user: &str,
+) -> Result<(), String> {
+    let filter = format!("displayName eq \"{name}\"");
+    let url = reqwest::Url::parse_with_params(&format!("{scim}/Groups"), [("filter", &filter)])
+        .map_err(|e| e.to_string())?;
+    let (status, body) = call(http, reqwest::Method::GET, url.as_str(), token, None, true).await?;
+    expect(status, 200, &format!("find group {name}"), &body)?;
+    let Some(id) = body["Resources"][0]["id"].as_str() else {
+        return create_group(http, scim, token, name, &[user.to_string()]).await;
+    };
+    let patch = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": user}]}]
+    });
+    let (status, body) = call(
+        http,
+        reqwest::Method::PATCH,
+        &format!("{scim}/Groups/{id}"),
+        token,
+        Some(&patch),
+        true,
+    )
+    .await?;
+    if status == 200 || status == 204 {
+        Ok(())
+    } else {
+        Err(format!("add to group {name}: {status} {body}"))
+    }
+}
+
+async fn vend_once(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    org: &str,
+    user: &str,
+    connector: &str,
+) -> Result<(u16, Value), String> {
+    let body = json!({"org": org, "user": {"id": user}, "connector": connector});
+    call(
+        http,
+        reqwest::Method::POST,
+        &format!("{base}/internal/v1/token"),
+        key,
+        Some(&body),
+        false,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// setup
+
+async fn setup(f: &Flags) -> Result<(), String> {
+    let base = f.get("base")?.trim_end_matches('/');
+    let org = f.get("org")?;
+    let scim_token = f.get("scim-token")?;
+    let key = f.get("gateway-key")?;
+    let n: usize = f.num("users", 100)?;
+    let out = f.get("out")?;
+    let group = f.or("group", "Engineering");
+    let connector = f.or("connector", "github");
+    let http = http_client();
+    let scim = format!("{base}/scim/v2/{org}");
+
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            create_user(
+                &http,
+                &scim,
+                scim_token,
+                &format!("vend-{i:04}@bench.example"),
+            )
+            .await?,
+        );
+    }
+    create_group(&http, &scim, scim_token, group, &ids).await?;
+    // One vend each: the projection is built and a token is minted and stored, so every vend
+    // of the measured runs takes the warm path.
+    for id in &ids {
+        let (status, body) = vend_once(&http, base, key, org, id, connector).await?;
+        expect(status, 200, "warm-up vend", &body)?;
+        if body["access_token"].as_str().is_none_or(str::is_empty) {
+            return Err(format!("warm-up vend: no access_token in {body}"));
+        }
+    }
+    let mut file = std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?;
+    for id in &ids {
+        writeln!(file, "{id}").map_err(|e| format!("{out}: {e}"))?;
+    }
+    println!(
+        "setup: {n} users in group {group}, each holding a {connector} token ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    println!("RESULT setup users={n}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// rate: open-loop client over raw HTTP/1.1 keep-alive connections
+
+/// What one response's head says.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    /// Bytes of the status line and headers, including the blank line.
+    len: usize,
+    status: u16,
+    content_length: usize,
+    close: bool,
+}
+
+/// Parses a response head at the start of `buf`: `Ok(None)` while incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > 64 * 1024 {
+            return Err("response head over 64 KiB".into());
+        }
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut content_length = None;
+    let mut close = status_line.starts_with("HTTP/1.0");
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("bad content-length {value:?}"))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(format!("unsupported transfer-encoding {value}"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            close = value.eq_ignore_ascii_case("close");
+        }
+    }
+    Ok(Some(Head {
+        len: end + 4,
+        status,
+        content_length: content_length.ok_or("response without content-length")?,
+        close,
+    }))
+}
+
+/// A request as sent on the wire.
+fn token_request(host: &str, key: &str, org: &str, user: &str, connector: &str) -> Vec<u8> {
+    let body = json!({"org": org, "user": {"id": user}, "connector": connector}).to_string();
+    format!(
+        "POST /internal/v1/token HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One keep-alive connection.
+struct Wire {
+    addr: String,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+/// What one exchange gave.
+enum Outcome {
+    /// A 200 with a token in it.
+    Ok,
+    /// Any other complete response.
+    Status(u16),
+    /// No complete response (I/O or protocol error); the connection is replaced.
+    Failed(String),
+}
+
+impl Wire {
+    fn new(addr: &str) -> Self {
+        Self {
+            addr: addr.to_string(),
+            stream: None,
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn connect(&mut self) -> std::io::Result<()> {
+        let s = TcpStream::connect(&self.addr).await?;
+        s.set_nodelay(true)?;
+        self.stream = Some(s);
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> Outcome {
+        if self.stream.is_none()
+            && let Err(e) = self.connect().await
+        {
+            return Outcome::Failed(format!("connect: {e}"));
+        }
+        match self.exchange_inner(request).await {
+            Ok((head, token)) => {
+                if head.close {
+                    self.stream = None;
+                }
+                match (head.status, token) {
+                    (200, true) => Outcome::Ok,
+                    (200, false) => Outcome::Failed("200 without access_token".into()),
+                    (s, _) => Outcome::Status(s),
+                }
+            }
+            Err(e) => {
+                self.stream = None;
+                Outcome::Failed(e)
+            }
+        }
+    }
+
+    async fn exchange_inner(&mut self, request: &[u8]) -> Result<(Head, bool), String> {
+        let stream = self.stream.as_mut().expect("connected");
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(head) = parse_head(&self.buf)? {
+                let total = head.len + head.content_length;
+                if self.buf.len() >= total {
+                    let body = &self.buf[head.len..total];
+                    let token = body.windows(15).any(|w| w == b"\"access_token\":");
+                    self.buf.drain(..total);
+                    return Ok((head, token));
+                }
+            }
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed by the broker".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Per-connection results of a `rate` run.
+#[derive(Default)]
+struct Tally {
+    /// Latencies (ns, from the scheduled send time) of 200s after the warm-up.
+    latencies: Vec<u64>,
+    /// Non-200 statuses after the warm-up.
+    statuses: BTreeMap<u16, u64>,
+    /// Failed exchanges after the warm-up, with the first reason.
+    failures: u64,
+    first_failure: Option<String>,
+    /// Requests completed after the warm-up.
+    measured: u64,
+}
+
+fn rate(f: &Flags) -> Result<(), String> {
+    let base = f.get("base")?.trim_end_matches('/');
+    let org = f.get("org")?;
+    let key = f.get("gateway-key")?;
+    let users_file = f.get("users")?;
+    let per_sec: f64 = f.num("rate", 0.0)?;
+    let duration: f64 = f.num("duration", 10.0)?;
+    let warmup: f64 = f.num("warmup", 1.0)?;
+    let connections: usize = f.num("connections", 50)?;
+    let connector = f.or("connector", "github");
+    if per_sec < 1.0 || duration <= 0.0 || connections == 0 {
+        return Err("--rate, --duration and --connections must be positive".into());
+    }
+    let host = base
+        .strip_prefix("http://")
+        .ok_or("--base must be an http:// URL")?
+        .to_string();
+    let users: Vec<String> = std::io::BufReader::new(
+        std::fs::File::open(users_file).map_err(|e| format!("{users_file}: {e}"))?,
+    )
+    .lines()
+    .map_while(Result::ok)
+    .filter(|l| !l.trim().is_empty())
+    .collect();
+    if users.is_empty() {
+        return Err(format!("{users_file} lists no users"));
+    }
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        users
+            .iter()
+            .map(|u| token_request(&host, key, org, u, connector))
+            .collect(),
+    );
+
+    // The connections live on one client thread (a current-thread runtime), the schedule
+    // on this one: the client takes as little CPU from the broker as it can.
+    let interval = Duration::from_secs_f64(1.0 / per_sec);
+    let total = ((warmup + duration) * per_sec).round() as usize;
+    let warm_count = (warmup * per_sec).round() as usize;
+    let mut senders = Vec::with_capacity(connections);
+    let mut receivers = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize, bool)>();
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let client = {
+        let requests = requests.clone();
+        let host = host.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("client runtime");
+            rt.block_on(async move {
+                let mut wires = Vec::with_capacity(receivers.len());
+                for _ in 0..receivers.len() {
+                    let mut w = Wire::new(&host);
+                    if let Err(e) = w.connect().await {
+                        let _ = ready_tx.send(Err(format!("connect {host}: {e}")));
+                        return Vec::new();
+                    }
+                    wires.push(w);
+                }
+                let _ = ready_tx.send(Ok(()));
+                let tasks: Vec<_> = wires
+                    .into_iter()
+                    .zip(receivers)
+                    .map(|(mut wire, mut rx)| {
+                        let requests = requests.clone();
+                        tokio::spawn(async move {
+                            let mut t = Tally::default();
+                            while let Some((scheduled, user, measured)) = rx.recv().await {
+                                let outcome = wire.exchange(&requests[user]).await;
+                                let took = scheduled.elapsed().as_nanos() as u64;
+                                if !measured {
+                                    continue;
+                                }
+                                t.measured += 1;
+                                match outcome {
+                                    Outcome::Ok => t.latencies.push(took),
+                                    Outcome::Status(s) => *t.statuses.entry(s).or_default() += 1,
+                                    Outcome::Failed(e) => {
+                                        t.failures += 1;
+                                        t.first_failure.get_or_insert(e);
+                                    }
+                                }
+                            }
+                            t
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await.expect("connection task"));
+                }
+                out
+            })
+        })
+    };
+    ready_rx
+        .recv()
+        .map_err(|_| "client thread died".to_string())??;
+
+    // What this machine's scheduler alone adds to a wake-up, for reading the tail below.
+    let jitter = timer_jitter(Duration::from_secs(1));
+    let histogram_before = broker_histogram(&host);
+
+    // The schedule: request i is due at start + i * interval on connection i % connections.
+    // Everything due is handed out, then the thread sleeps until the next one is due. How
+    // late each measured request left this thread is kept: it is part of its latency.
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut lags = Vec::with_capacity(total - warm_count.min(total));
+    let mut i = 0usize;
+    while i < total {
+        let now = Instant::now();
+        let due = start + interval.mul_f64(i as f64);
+        if due > now {
+            std::thread::sleep(due - now);
+            continue;
+        }
+        while i < total {
+            let due = start + interval.mul_f64(i as f64);
+            if due > now {
+                break;
+            }
+            let measured = i >= warm_count;
+            let _ = senders[i % connections].send((due, i % requests.len(), measured));
+            if measured {
+                lags.push((now - due).as_nanos() as u64);
+            }
+            i += 1;
+        }
+    }
+    let scheduled_end = start + interval.mul_f64(total as f64);
+    drop(senders);
+    let tallies = client.join().map_err(|_| "client thread panicked")?;
+    let drained = Instant::now().saturating_duration_since(scheduled_end);
+    let inside = match (histogram_before, broker_histogram(&host)) {
+        (Ok(before), Ok(after)) => Some(
+            after
+                .iter()
+                .zip(&before)
+                .map(|((le, a), (_, b))| (*le, a.saturating_sub(*b)))
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    };
+    lags.sort_unstable();
+
+    let mut all = Tally::default();
+    for t in tallies {
+        all.latencies.extend(t.latencies);
+        for (s, n) in t.statuses {
+            *all.statuses.entry(s).or_default() += n;
+        }
+        all.failures += t.failures;
+        if all.first_failure.is_none() {
+            all.first_failure = t.first_failure;
+        }
+        all.measured += t.measured;
+    }
+    all.latencies.sort_unstable();
+    let l = &all.latencies;
+    let (p50, p90, p99, p999) = (
+        percentile(l, 0.50),
+        percentile(l, 0.90),
+        percentile(l, 0.99),
+        percentile(l, 0.999),
+    );
+    let max = l.last().copied().unwrap_or(0);
+    let non_ok: u64 = all.statuses.values().sum();
+    let achieved = all.measured as f64 / (duration + drained.as_secs_f64());
+    println!(
+        "rate: {per_sec:.0}/s scheduled over {connections} connections for {duration}s \
+         (+{warmup}s warm-up, not counted); {} measured, {:.0}/s completed",
+        all.measured, achieved
+    );
+    println!(
+        "rate: latency from scheduled send: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, \
+         p99.9 {:.3} ms, max {:.3} ms",
+        ms(p50),
+        ms(p90),
+        ms(p99),
+        ms(p999),
+        ms(max)
+    );
+    println!(
+        "rate: client send lag (included above): p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; \
+         last response {:.3} ms after the last scheduled send",
+        ms(percentile(&lags, 0.99)),
+        ms(percentile(&lags, 0.999)),
+        ms(lags.last().copied().unwrap_or(0)),
+        drained.as_secs_f64() * 1e3
+    );
+    println!(
+        "rate: machine timer jitter before the run (200 us sleeps, idle broker): p99 {:.3} ms, \
+         p99.9 {:.3} ms, max {:.3} ms",
+        ms(percentile(&jitter, 0.99)),
+        ms(percentile(&jitter, 0.999)),
+        ms(jitter.last().copied().unwrap_or(0)),
+    );
+    let mut inside_shares = String::new();
+    if let Some(buckets) = &inside {
+        let count = buckets.last().map(|(_, n)| *n).unwrap_or(0).max(1);
+        let share = |limit: f64| {
+            buckets
+                .iter()
+                .find(|(le, _)| (*le - limit).abs() < 1e-9)
+                .map(|(_, n)| 100.0 * *n as f64 / count as f64)
+                .unwrap_or(f64::NAN)
+        };
+        let (s1, s2, s5) = (share(0.001), share(0.002), share(0.005));
+        println!(
+            "rate: time inside the broker's handler (its /metrics histogram): {s1:.2} % <= 1 ms, \
+             {s2:.2} % <= 2 ms, {s5:.2} % <= 5 ms"
+        );
+        inside_shares =
+            format!(" inside_le1ms_pct={s1:.2} inside_le2ms_pct={s2:.2} inside_le5ms_pct={s5:.2}");
+    }
+    if non_ok > 0 || all.failures > 0 {
+        println!(
+            "rate: {non_ok} non-200 responses {:?}, {} failed exchanges{}",
+            all.statuses,
+            all.failures,
+            all.first_failure
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "RESULT rate target={per_sec:.0} measured={} ok={} non_ok={non_ok} failed={} \
+         p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} lag_p99_ms={:.3} \
+         jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
+        all.measured,
+        l.len(),
+        all.failures,
+        ms(p50),
+        ms(p90),
+        ms(p99),
+        ms(p999),
+        ms(max),
+        ms(percentile(&lags, 0.99)),
+        ms(percentile(&jitter, 0.99)),
+        ms(jitter.last().copied().unwrap_or(0)),
+    );
+    Ok(())
+}
+
+/// Oversleep of 200 us sleeps on this thread for `span`, ascending (ns).
+fn timer_jitter(span: Duration) -> Vec<u64> {
+    let nap = Duration::from_micros(200);
+    let end = Instant::now() + span;
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        std::thread::sleep(nap);
+        out.push(t.elapsed().saturating_sub(nap).as_nanos() as u64);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The broker's vend latency histogram from `/metrics`: (upper bound in seconds, count).
+fn broker_histogram(host: &str) -> Result<Vec<(f64, u64)>, String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| format!("metrics: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("metrics: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .map_err(|e| format!("metrics: {e}"))?;
+    Ok(parse_histogram(&text))
+}
+
+/// `auth_broker_vend_seconds_bucket{le="0.002"} 123` lines, `+Inf` as infinity.
+fn parse_histogram(text: &str) -> Vec<(f64, u64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("auth_broker_vend_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// deactivation
+
+async fn deactivation(f: &Flags) -> Result<(), String> {
+    let base = f.get("base")?.trim_end_matches('/');
+    let org = f.get("org")?;
+    let scim_token = f.get("scim-token")?;
+    let key = f.get("gateway-key")?;
+    let redis_url = f.get("redis-url")?;
+    let iterations: usize = f.num("iterations", 200)?;
+    let tokens: usize = f.num("tokens", 20)?;
+    let group = f.or("group", "Offboarding");
+    let prefix = f.or("prefix", "svc");
+    let http = http_client();
+    let scim = format!("{base}/scim/v2/{org}");
+    let connectors: Vec<String> = (1..=tokens).map(|i| format!("{prefix}{i:02}")).collect();
+
+    let redis = redis::Client::open(redis_url).map_err(|e| format!("redis: {e}"))?;
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("redis: {e}"))?;
+
+    let user_name = format!(
+        "offboarding-{}@bench.example",
+        uuid::Uuid::new_v4().simple()
+    );
+    let user = create_user(&http, &scim, scim_token, &user_name).await?;
+    join_group(&http, &scim, scim_token, group, &user).await?;
+    let vault_key = format!("ab:{{{org}/{user}}}");
+    let user_url = format!("{scim}/Users/{user}");
+    let patch = |active: bool| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"active": active}}]
+        })
+    };
+    let (deactivate, reactivate) = (patch(false), patch(true));
+
+    let (mut off, mut on, mut mint) = (Vec::new(), Vec::new(), Vec::new());
+    let started = Instant::now();
+    for round in 0..iterations {
+        // The user holds one token per connector.
+        for c in &connectors {
+            let t = Instant::now();
+            let (status, body) = vend_once(&http, base, key, org, &user, c).await?;
+            mint.push(t.elapsed().as_nanos() as u64);
+            expect(status, 200, &format!("round {round}: vend {c}"), &body)?;
+        }
+        let held = held_tokens(&mut redis, &vault_key).await?;
+        if held != tokens {
+            return Err(format!(
+                "round {round}: the vault holds {held} tokens of the user, expected {tokens}"
+            ));
+        }
+
+        let t = Instant::now();
+        let (status, body) = call(
+            &http,
+            reqwest::Method::PATCH,
+            &user_url,
+            scim_token,
+            Some(&deactivate),
+            true,
+        )
+        .await?;
+        off.push(t.elapsed().as_nanos() as u64);
+        expect(status, 200, &format!("round {round}: deactivate"), &body)?;
+        let held = held_tokens(&mut redis, &vault_key).await?;
+        if held != 0 {
+            return Err(format!(
+                "round {round}: {held} tokens still in the vault after the deactivation answered"
+            ));
+        }
+        let (status, body) = vend_once(&http, base, key, org, &user, &connectors[0]).await?;
+        if status != 403 || body["code"] != "user_inactive" {
+            return Err(format!(
+                "round {round}: vend after deactivation gave {status} {body}"
+            ));
+        }
+
+        let t = Instant::now();
+        let (status, body) = call(
+            &http,
+            reqwest::Method::PATCH,
+            &user_url,
+            scim_token,
+            Some(&reactivate),
+            true,
+        )
+        .await?;
+        on.push(t.elapsed().as_nanos() as u64);
+        expect(status, 200, &format!("round {round}: reactivate"), &body)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut slowest: Vec<(u64, usize)> = off.iter().copied().zip(0..).collect();
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(t, round)| format!("round {round} {:.1} ms", ms(*t)))
+        .collect();
+    for v in [&mut off, &mut on, &mut mint] {
+        v.sort_unstable();
+    }
+    let line = |name: &str, v: &[u64]| {
+        println!(
+            "deactivation: {name}: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+            ms(percentile(v, 0.5)),
+            ms(percentile(v, 0.9)),
+            ms(percentile(v, 0.99)),
+            ms(v.last().copied().unwrap_or(0)),
+            v.len()
+        )
+    };
+    println!(
+        "deactivation: {iterations} rounds of {tokens} vends, deactivate, check, reactivate ({secs:.1}s)"
+    );
+    line(
+        &format!("PATCH active=false with {tokens} tokens held"),
+        &off,
+    );
+    println!("deactivation: slowest: {}", slowest.join(", "));
+    line("PATCH active=true", &on);
+    line("vend after reactivation (mint + store)", &mint);
+    println!(
+        "RESULT deactivation rounds={iterations} tokens={tokens} p50_ms={:.3} p90_ms={:.3} \
+         p99_ms={:.3} max_ms={:.3} reactivate_p50_ms={:.3} reactivate_p99_ms={:.3} \
+         mint_p50_ms={:.3} mint_p99_ms={:.3}",
+        ms(percentile(&off, 0.5)),
+        ms(percentile(&off, 0.9)),
+        ms(percentile(&off, 0.99)),
+        ms(off.last().copied().unwrap_or(0)),
+        ms(percentile(&on, 0.5)),
+        ms(percentile(&on, 0.99)),
+        ms(percentile(&mint, 0.5)),
+        ms(percentile(&mint, 0.99)),
+    );
+    Ok(())
+}
+
+/// How many token fields the user's vault hash holds.
+async fn held_tokens(
+    redis: &mut redis::aio::MultiplexedConnection,
+    vault_key: &str,
+) -> Result<usize, String> {
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(vault_key)
+        .query_async(redis)
+        .await
+        .map_err(|e| format!("redis HKEYS: {e}"))?;
+    Ok(fields.iter().filter(|f| f.starts_with("t:")).count())
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Checks the hand-written parts (response parser, percentiles, flags).
+fn self_check() {
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(
+        parse_head(head).unwrap(),
+        Some(Head {
+            len: head.len() - 5,
+            status: 200,
+            content_length: 5,
+            close: false
+        })
+    );
+    assert_eq!(
+        parse_head(b"HTTP/1.1 503 Service Unavailable\r\ncontent-len").unwrap(),
+        None
+    );
+    let closing = b"HTTP/1.1 503 X\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    assert!(parse_head(closing).unwrap().unwrap().close);
+    assert!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+    assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+    let v: Vec<u64> = (1..=1000).collect();
+    assert_eq!(percentile(&v, 0.5), 500);
+    assert_eq!(percentile(&v, 0.99), 990);
+    assert_eq!(percentile(&v, 0.999), 999);
+    assert_eq!(percentile(&v, 1.0), 1000);
+    assert_eq!(percentile(&[], 0.5), 0);
+    let req = token_request("127.0.0.1:1", "k", "o", "u", "c");
+    let text = String::from_utf8(req).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(&format!("content-length: {}", body.len())));
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        json!({"org": "o", "user": {"id": "u"}, "connector": "c"})
+    );
+    assert_eq!(
+        parse_histogram(
+            "# TYPE x histogram\nauth_broker_vend_seconds_bucket{le=\"0.001\"} 7\n\
+             auth_broker_vend_seconds_bucket{le=\"+Inf\"} 9\nauth_broker_vend_seconds_count 9\n"
+        ),
+        vec![(0.001, 7), (f64::INFINITY, 9)]
+    );
+    let flags = Flags::parse(&["--rate".into(), "5".into()]).unwrap();
+    assert_eq!(flags.num::<f64>("rate", 0.0).unwrap(), 5.0);
+    assert!(Flags::parse(&["--rate".into()]).is_err());
+}
