@@ -20,24 +20,41 @@ use auth_broker::service::bootstrap::BootstrapSecrets;
 use serde_json::json;
 use sqlx::{Connection, Executor};
 
-const USERS: usize = 10_000;
-const GROUPS: usize = 200;
 const CONCURRENCY: usize = 32;
-const LOOKUPS: usize = 2_000;
+
+/// Sizes: the full benchmark under `cargo bench` (which passes `--bench`), a small smoke run
+/// under `cargo test --all-targets` so the code path stays tested without the cost.
+struct Sizes {
+    users: usize,
+    groups: usize,
+    lookups: usize,
+}
+
 const TOKEN: &str = "ab_scim_bench_token_0123456789abcdef";
 
 fn main() {
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes = if args.iter().any(|a| a == "--bench") {
+        Sizes {
+            users: 10_000,
+            groups: 200,
+            lookups: 2_000,
+        }
+    } else {
+        Sizes {
+            users: 400,
+            groups: 8,
+            lookups: 100,
+        }
+    };
+    let which: Vec<String> = args.into_iter().filter(|a| !a.starts_with('-')).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     for backend in ["postgres", "sqlite"] {
         if which.is_empty() || which.iter().any(|w| w == backend) {
-            rt.block_on(run(backend));
+            rt.block_on(run(backend, &sizes));
         }
     }
 }
@@ -78,7 +95,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn run(backend: &str) {
+async fn run(backend: &str, sizes: &Sizes) {
+    let (users, groups, lookups) = (sizes.users, sizes.groups, sizes.lookups);
     let (url, pg_db, dir) = fresh_url(backend).await;
     let mut config = Config::default();
     config.storage.database_url = Some(url.clone());
@@ -124,7 +142,7 @@ async fn run(backend: &str) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= USERS {
+                if i >= users {
                     break;
                 }
                 let body = json!({
@@ -144,14 +162,14 @@ async fn run(backend: &str) {
         t.await.expect("task");
     }
     let user_secs = started.elapsed().as_secs_f64();
-    let creates_per_sec = USERS as f64 / user_secs;
+    let creates_per_sec = users as f64 / user_secs;
     println!(
-        "users: {USERS} created in {user_secs:.2}s = {creates_per_sec:.0} creates/s (concurrency {CONCURRENCY})"
+        "users: {users} created in {user_secs:.2}s = {creates_per_sec:.0} creates/s (concurrency {CONCURRENCY})"
     );
 
     // Groups: create, then push 50 members each by PATCH (as Okta Group Push does).
     let ids: Vec<String> = {
-        let mut out = Vec::with_capacity(USERS);
+        let mut out = Vec::with_capacity(users);
         let mut start = 1;
         loop {
             let r: serde_json::Value = http
@@ -177,7 +195,7 @@ async fn run(backend: &str) {
         }
         out
     };
-    assert_eq!(ids.len(), USERS, "paged listing returns every user");
+    assert_eq!(ids.len(), users, "paged listing returns every user");
     let ids = Arc::new(ids);
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -187,7 +205,7 @@ async fn run(backend: &str) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let g = next.fetch_add(1, Ordering::Relaxed);
-                if g >= GROUPS {
+                if g >= groups {
                     break;
                 }
                 let r: serde_json::Value = http
@@ -201,7 +219,7 @@ async fn run(backend: &str) {
                     .await
                     .expect("json");
                 let gid = r["id"].as_str().expect("group id").to_string();
-                let per = USERS / GROUPS;
+                let per = users / groups;
                 let members: Vec<_> =
                     ids[g * per..(g + 1) * per].iter().map(|id| json!({"value": id})).collect();
                 let r = http
@@ -220,15 +238,15 @@ async fn run(backend: &str) {
         t.await.expect("task");
     }
     println!(
-        "groups: {GROUPS} created with {} members each in {:.2}s",
-        USERS / GROUPS,
+        "groups: {groups} created with {} members each in {:.2}s",
+        users / groups,
         started.elapsed().as_secs_f64()
     );
 
     // Filter lookups at this size, one client, sequential: latency per request.
-    let mut lat = Vec::with_capacity(LOOKUPS);
-    for i in 0..LOOKUPS {
-        let n = (i * 7919) % USERS;
+    let mut lat = Vec::with_capacity(lookups);
+    for i in 0..lookups {
+        let n = (i * 7919) % users;
         let t = Instant::now();
         let r = http
             .get(format!("{base}/Users?filter=userName%20eq%20%22user{n:05}%40bench.example%22&startIndex=1&count=100"))
@@ -260,9 +278,9 @@ async fn run(backend: &str) {
         .connect(&url)
         .await
         .expect("baseline pool");
-    let mut base_lat = Vec::with_capacity(LOOKUPS);
-    for i in 0..LOOKUPS {
-        let n = (i * 7919) % USERS;
+    let mut base_lat = Vec::with_capacity(lookups);
+    for i in 0..lookups {
+        let n = (i * 7919) % users;
         let t = Instant::now();
         let row = sqlx::query(
             "SELECT attributes FROM scim_users WHERE org_id = $1 AND user_name_lower = $2",
@@ -288,7 +306,7 @@ async fn run(backend: &str) {
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= USERS {
+                if i >= users {
                     break;
                 }
                 let mut tx = pool.begin().await.expect("begin");
@@ -305,7 +323,7 @@ async fn run(backend: &str) {
     for t in tasks {
         t.await.expect("task");
     }
-    let raw_inserts = USERS as f64 / started.elapsed().as_secs_f64();
+    let raw_inserts = users as f64 / started.elapsed().as_secs_f64();
     pool.close().await;
     println!(
         "baseline raw indexed SELECT: p50 {:.3} ms -> lookup/raw = {:.1}x",

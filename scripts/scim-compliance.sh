@@ -2,15 +2,18 @@
 # SCIM 2.0 compliance check of a live broker with scim2-tester, on each storage back end.
 #
 # Usage:
-#   scripts/scim-compliance.sh [sqlite] [postgres]   run against the named back ends (default: both)
+#   scripts/scim-compliance.sh [sqlite] [postgres] [postgres-redis]
+#                                                    run against the named back ends (default: all)
 #   scripts/scim-compliance.sh --setup               only prepare the Python venv, then print the
 #                                                    checker command on stdout (nothing else goes there)
 #
 # For each back end it starts `auth-broker serve` on a free loopback port with a fresh data
 # directory and a random AUTH_BROKER_BOOTSTRAP_SCIM_TOKEN, waits for /readyz, runs the checker
 # against http://127.0.0.1:<port>/scim/v2/default, and stops the broker. `sqlite` is the
-# embedded default; `postgres` sets AUTH_BROKER__STORAGE__DATABASE_URL to a database created
-# for the run and dropped afterwards. Any ERROR or CRITICAL result fails the run (exit 1).
+# embedded default (SQLite, in-process vault); `postgres` sets AUTH_BROKER__STORAGE__DATABASE_URL
+# to a database created for the run and dropped afterwards; `postgres-redis` does the same and
+# puts the token vault in Redis (AUTH_BROKER__STORAGE__REDIS_URL, with a random vault key), the
+# production layout. Any ERROR or CRITICAL result fails the run (exit 1).
 #
 # Environment (all optional):
 #   AUTH_BROKER_SCIM_CHECK   checker command, called as `$AUTH_BROKER_SCIM_CHECK URL TOKEN`;
@@ -19,12 +22,16 @@
 #   AUTH_BROKER_BIN          broker binary; default: `cargo build`, then target/debug/auth-broker
 #   AUTH_BROKER_COMPLIANCE_PG  PostgreSQL server to create the scratch database on
 #                            (default postgres://postgres@127.0.0.1:5432; needs CREATEDB)
+#   AUTH_BROKER_COMPLIANCE_REDIS  Redis for `postgres-redis`; default redis://127.0.0.1:6379/9,
+#                            a database index of its own that is emptied after the run
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${AUTH_BROKER_VENV:-$HOME/.cache/auth-broker-venv}"
 PG_SERVER="${AUTH_BROKER_COMPLIANCE_PG:-postgres://postgres@127.0.0.1:5432}"
 PG_SERVER="${PG_SERVER%/}"
+DEFAULT_REDIS_URL="redis://127.0.0.1:6379/9"
+REDIS_URL="${AUTH_BROKER_COMPLIANCE_REDIS:-$DEFAULT_REDIS_URL}"
 ORG=default
 # Pinned so that a new checker release cannot change the verdict on unchanged code; bump on purpose.
 CHECKER_PACKAGES=(scim2-tester==0.5.2 scim2-client==0.13.2 scim2-models==0.12.3 httpx2==2.16.2)
@@ -52,11 +59,11 @@ if [ "${1:-}" = "--setup" ]; then
 fi
 
 backends=("$@")
-[ ${#backends[@]} -gt 0 ] || backends=(sqlite postgres)
+[ ${#backends[@]} -gt 0 ] || backends=(sqlite postgres postgres-redis)
 for b in "${backends[@]}"; do
   case "$b" in
-    sqlite | postgres) ;;
-    *) die "unknown back end '$b' (expected sqlite or postgres)" ;;
+    sqlite | postgres | postgres-redis) ;;
+    *) die "unknown back end '$b' (expected sqlite, postgres or postgres-redis)" ;;
   esac
 done
 
@@ -107,9 +114,17 @@ drop_scratch_db() {
   SCRATCH_DB=""
 }
 
+# Empties the scratch Redis database, only when it is the default one this script owns.
+flush_scratch_redis() {
+  if [ "$REDIS_URL" = "$DEFAULT_REDIS_URL" ] && command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" flushdb >/dev/null 2>&1 || log "warning: could not empty $REDIS_URL"
+  fi
+}
+
 cleanup() {
   stop_broker
   drop_scratch_db
+  flush_scratch_redis
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -121,6 +136,10 @@ free_port() {
 
 random_token() {
   python3 -c 'import secrets; print(secrets.token_urlsafe(32))'
+}
+
+random_vault_key() {
+  python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())'
 }
 
 # start_broker DIR TOKEN [VAR=VALUE...]: starts the broker in a clean environment (no config
@@ -176,7 +195,7 @@ run_backend() {
   local -a env=()
   token="$(random_token)"
   started=$SECONDS
-  if [ "$name" = postgres ]; then
+  if [ "$name" != sqlite ]; then
     command -v psql >/dev/null || die "psql is required for the postgres back end"
     SCRATCH_DB="ab_scim_$(date +%s)_$$"
     if ! psql "$PG_SERVER/postgres" -w -q -v ON_ERROR_STOP=1 \
@@ -186,6 +205,14 @@ run_backend() {
       return 1
     fi
     env+=("AUTH_BROKER__STORAGE__DATABASE_URL=$PG_SERVER/$SCRATCH_DB")
+  fi
+  if [ "$name" = postgres-redis ]; then
+    env+=(
+      "AUTH_BROKER__STORAGE__REDIS_URL=$REDIS_URL"
+      "AUTH_BROKER__VAULT__ACTIVE_KEY=compliance"
+      "AUTH_BROKER__VAULT__KEYS__COMPLIANCE__ENV=AUTH_BROKER_COMPLIANCE_VAULT_KEY"
+      "AUTH_BROKER_COMPLIANCE_VAULT_KEY=$(random_vault_key)"
+    )
   fi
   log "$name: starting the broker"
   start_broker "$dir" "$token" ${env[@]+"${env[@]}"} || {

@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
                 .patch(patch_group)
                 .delete(delete_group),
         )
+        .route("/scim/v2/{org}/.search", axum::routing::post(search_root))
         .route(
             "/scim/v2/{org}/ServiceProviderConfig",
             get(service_provider_config),
@@ -497,4 +498,19 @@ async fn one_schema(
         .find(|r| r.get("id").and_then(Value::as_str) == Some(urn.as_str()))
         .map(|r| scim_response(StatusCode::OK, r))
         .ok_or_else(|| ScimError::not_found(format!("schema {urn} not found")).into())
+}
+
+/// `POST /.search` across all resource types (RFC 7644 §3.4.3) is optional; the broker answers
+/// 501 so clients fall back to `/Users/.search` and `/Groups/.search`.
+async fn search_root(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authenticate(&s, &org, &headers)?;
+    Err(ScimError::status(
+        501,
+        "search across all resource types is not supported; use /Users/.search or /Groups/.search",
+    )
+    .into())
 }

@@ -15,7 +15,13 @@ async fn group_membership(backend: Backend) {
 
     let r = acme.get(&format!("/Groups/{gid}")).await;
     assert_eq!(member_ids(&r.body), vec![a.clone()]);
-    assert_eq!(r.body["members"][0]["display"], "a@acme.example");
+    assert_eq!(r.body["members"][0]["type"], "User");
+    assert!(
+        r.body["members"][0]["$ref"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/Users/{a}"))
+    );
     // The user shows the group in its read-only `groups`.
     let r = acme.get(&format!("/Users/{a}")).await;
     assert_eq!(r.body["groups"][0]["value"], gid.as_str());

@@ -186,9 +186,6 @@ const MEMBER_SUBS: &[AttrDef] = &[
     AttrDef::reference("$ref", &["User", "Group"])
         .desc("URI of the member.")
         .mutability(IMMUTABLE),
-    AttrDef::string("display")
-        .desc("Human-readable name of the member.")
-        .mutability(IMMUTABLE),
     AttrDef::string("type")
         .desc("Resource type of the member.")
         .canonical(&["User", "Group"])

@@ -170,7 +170,7 @@ fn characteristics_follow_rfc_7643() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(subs, ["value", "$ref", "display", "type"]);
+    assert_eq!(subs, ["value", "$ref", "type"]);
     assert_eq!(members["subAttributes"][0]["mutability"], "immutable");
 
     let ent = schema_by_id(ENTERPRISE_USER_SCHEMA);

@@ -54,9 +54,10 @@ pub fn group(g: &Group, members: &[Member], base: &str) -> Value {
             members
                 .iter()
                 .map(|m| {
+                    // RFC 7643's Group schema has no `members.display`; clients that send
+                    // one get back exactly the RFC attributes.
                     json!({
                         "value": m.user_id.as_str(),
-                        "display": m.display,
                         "$ref": format!("{base}/Users/{}", m.user_id),
                         "type": "User",
                     })

@@ -71,10 +71,9 @@ impl Provisioning {
                 obj.remove("groups");
             }
             patch::apply(&mut doc, &req.operations, ResourceKind::User)?;
-            let mut attrs = normalize::normalize_user(doc)?;
-            // A patch that removes `active` leaves the user without it: fail closed.
-            ensure_active(&mut attrs, ActiveDefault::Inactive);
-            Ok(attrs)
+            // A patch that removes `active` leaves the user without it; the broker then treats
+            // the user as inactive (fail closed) and the attribute stays absent, as asked.
+            normalize::normalize_user(doc)
         })
         .await
     }
