@@ -79,25 +79,34 @@ impl Histogram {
     }
 }
 
-/// Request latency per (method, route template, status class); route templates, never ids.
+/// Request latency per (route template, method, status class); route templates, never ids.
+/// Look-ups borrow the matched route, so recording allocates nothing after the first request.
 #[derive(Default)]
 pub struct RouteMetrics {
-    by_route: std::sync::RwLock<std::collections::BTreeMap<(String, String, u16), Arc<Histogram>>>,
+    by_route: std::sync::RwLock<RouteMap>,
 }
+
+type RouteMap = std::collections::HashMap<
+    String,
+    std::collections::HashMap<axum::http::Method, Arc<[Histogram; 5]>>,
+>;
 
 impl RouteMetrics {
     /// Records one request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
-        let class = status / 100 * 100;
-        let key = (method.to_string(), route.to_string(), class);
+    pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
         if let Ok(map) = self.by_route.read()
-            && let Some(h) = map.get(&key)
+            && let Some(h) = map.get(route).and_then(|m| m.get(method))
         {
-            h.observe(took);
+            h[class].observe(took);
             return;
         }
         if let Ok(mut map) = self.by_route.write() {
-            map.entry(key).or_default().observe(took);
+            map.entry(route.to_string())
+                .or_default()
+                .entry(method.clone())
+                .or_insert_with(|| Arc::new(Default::default()))[class]
+                .observe(took);
         }
     }
 
@@ -107,12 +116,23 @@ impl RouteMetrics {
             "# HELP {name} Request latency per route.\n# TYPE {name} histogram\n"
         ));
         if let Ok(map) = self.by_route.read() {
-            for ((method, route, class), h) in map.iter() {
-                let labels = format!(
-                    "method=\"{method}\",route=\"{route}\",status=\"{}xx\"",
-                    class / 100
-                );
-                h.render(out, name, &labels);
+            let mut routes: Vec<_> = map.iter().collect();
+            routes.sort_by(|a, b| a.0.cmp(b.0));
+            for (route, methods) in routes {
+                let mut methods: Vec<_> = methods.iter().collect();
+                methods.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+                for (method, hs) in methods {
+                    for (i, h) in hs.iter().enumerate() {
+                        if h.count.load(Ordering::Relaxed) == 0 {
+                            continue;
+                        }
+                        let labels = format!(
+                            "method=\"{method}\",route=\"{route}\",status=\"{}xx\"",
+                            i + 1
+                        );
+                        h.render(out, name, &labels);
+                    }
+                }
             }
         }
     }
@@ -127,14 +147,14 @@ pub async fn track(
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+        .cloned();
+    let method = req.method().clone();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    let route = route.as_ref().map(|r| r.as_str()).unwrap_or("unmatched");
     s.metrics
         .routes
-        .observe(&method, &route, resp.status().as_u16(), started.elapsed());
+        .observe(&method, route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

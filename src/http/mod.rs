@@ -147,14 +147,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: AppState, limits: HttpLimits) -> Router {
     // The gateway surface is the hot path: its per-request line is DEBUG (errors still WARN),
     // so a burst of vends does not turn into a burst of log writes.
-    let hot = gateway::router().layer(trace(Level::DEBUG, Level::DEBUG));
+    let hot = gateway::router().layer(trace(Level::DEBUG, Level::DEBUG, hot_span));
     let rest = Router::new()
         .merge(health::router())
         .merge(scim::router())
         .merge(admin::router())
         .merge(oauth::router())
         .merge(metrics::router())
-        .layer(trace(Level::INFO, Level::WARN));
+        .layer(trace(Level::INFO, Level::WARN, request_span));
     Router::new()
         .merge(hot)
         .merge(rest)
@@ -193,10 +193,24 @@ type Trace = TraceLayer<
     DefaultOnFailure,
 >;
 
+/// The gateway path's span: DEBUG, so at the default level it costs nothing per vend.
+fn hot_span(req: &Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
 /// Access logging at the given levels for responses and for 5xx failures.
-fn trace(response: Level, failure: Level) -> Trace {
+fn trace(
+    response: Level,
+    failure: Level,
+    span: fn(&Request<axum::body::Body>) -> tracing::Span,
+) -> Trace {
     TraceLayer::new_for_http()
-        .make_span_with(request_span as fn(&Request<axum::body::Body>) -> tracing::Span)
+        .make_span_with(span)
         .on_response(DefaultOnResponse::new().level(response))
         .on_failure(DefaultOnFailure::new().level(failure))
 }
