@@ -76,40 +76,11 @@ impl AuditLog for SqlStore {
 #[async_trait]
 impl crate::domain::ports::AuditWriter for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        // Multi-row inserts: one statement per 200 records keeps up with the vend rate.
+        // One prepared statement, many executions in one transaction: measured faster here
+        // than multi-row VALUES lists, which the driver re-plans for every batch.
         let mut tx = self.pool().begin().await.map_err(map_err)?;
-        for chunk in entries.chunks(200) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 7
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit_log (org_id, at_ms, actor, action, resource_type, resource_id, summary) VALUES {}",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(e.org.as_str())
-                    .bind(e.at_ms)
-                    .bind(e.actor.as_str())
-                    .bind(e.action.as_str())
-                    .bind(e.resource_type.as_str())
-                    .bind(e.resource_id.as_str())
-                    .bind(e.summary.to_string());
-            }
-            q.execute(&mut *tx).await.map_err(map_err)?;
+        for e in entries {
+            super::rows::write_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(map_err)
     }
