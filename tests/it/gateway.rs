@@ -678,7 +678,7 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
         .as_str()
         .unwrap()
         .to_string();
-    a.stop().await;
+    a.halt().await;
 
     // Step 1: every replica learns k2 and seals with it; k1 still opens old records.
     let k2 = dir.join("k2");
@@ -732,7 +732,7 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
     );
     let again = auth_broker::rotate_keys(&both).await.unwrap();
     assert_eq!(again.resealed, 0, "idempotent: {again:?}");
-    b.stop().await;
+    b.halt().await;
 
     // Step 3: k1 is gone; everything still opens.
     let mut only_k2 = both.clone();

@@ -312,14 +312,37 @@ impl TestServer {
         self.gateway(ACME_ADMIN, method, path, body).await
     }
 
-    /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops the server but keeps its database and data directory (a later server reuses them).
+    pub async fn halt(mut self) {
+        self.shutdown_and_wait().await;
+    }
+
+    async fn shutdown_and_wait(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
+    }
+
+    /// Stops the server, waits for it, and removes its scratch database and data directory.
+    pub async fn stop(mut self) {
+        self.shutdown_and_wait().await;
+        if self.backend == Backend::Postgres
+            && let Some((_, db)) = self.database_url.rsplit_once('/')
+            && db.starts_with("ab_it_")
+        {
+            use sqlx::Connection;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_database_url()).await {
+                // Another server of the same test may still use it: then it stays, harmlessly.
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+                    .execute(&mut conn)
+                    .await;
+                conn.close().await.ok();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
