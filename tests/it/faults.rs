@@ -11,48 +11,17 @@ use serde_json::{Value, json};
 
 use crate::redis_fixture::{RedisServer, cluster, free_port, redis_url};
 use crate::support::{
-    ACME_GATEWAY, Backend, CutProxy, TestServer, admin_database_url, fresh_database, test_config,
-    with_github, with_redis,
+    ACME_GATEWAY, Backend, CutProxy, TestServer, admin_database_url, fresh_database, jwt_claims,
+    test_config, with_github, with_redis,
 };
 
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-
-/// A user in Engineering (created on first use); returns the user's id.
-async fn engineer(s: &TestServer, name: &str) -> String {
-    let acme = s.acme();
-    let id = acme.create_user(name).await;
-    let r = acme
-        .get("/Groups?filter=displayName+eq+%22Engineering%22")
-        .await;
-    let gid = match r.body["Resources"][0]["id"].as_str() {
-        Some(g) => g.to_string(),
-        None => acme.create_group("Engineering", &[]).await,
-    };
-    let r = acme
-        .patch(
-            &format!("/Groups/{gid}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": id}]}]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    id
-}
 
 /// Vends `user`'s `github` token, asserting 200; returns the token.
 async fn vend_ok(s: &TestServer, user: &str) -> String {
     let r = s.vend(user).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["access_token"].as_str().unwrap().to_string()
-}
-
-fn jwt_claims(token: &str) -> Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a JWT has a payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// RFC 7662 introspection with acme's gateway key; returns `active`.
@@ -457,4 +426,9 @@ async fn vend_and_revoke_on_redis_cluster() {
     assert!(!active(&s, &token).await);
     assert!(active(&s, &again).await);
     s.stop().await;
+}
+
+/// A user in Engineering (created on first use); returns the user's id.
+async fn engineer(s: &TestServer, name: &str) -> String {
+    crate::support::engineer_in_group(s, name).await.0
 }

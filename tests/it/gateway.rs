@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::redis_fixture::redis_url;
 use crate::support::{
-    ACME_GATEWAY, Backend, GLOBEX_GATEWAY, TestServer, fresh_database, test_config, with_github,
-    with_redis,
+    ACME_GATEWAY, Backend, GLOBEX_GATEWAY, TestServer, engineer_in_group as engineer,
+    fresh_database, jwt_claims, test_config, with_github, with_redis,
 };
 
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -28,37 +28,6 @@ async fn server(backend: Backend, vault: Vault) -> TestServer {
         cfg = with_redis(cfg, &redis_url());
     }
     TestServer::start_with(backend, cfg).await
-}
-
-/// A user in Engineering, returns its id.
-async fn engineer(s: &TestServer, name: &str) -> (String, String) {
-    let acme = s.acme();
-    let id = acme.create_user(name).await;
-    let r = acme
-        .get("/Groups?filter=displayName+eq+%22Engineering%22")
-        .await;
-    let gid = match r.body["Resources"][0]["id"].as_str() {
-        Some(g) => g.to_string(),
-        None => acme.create_group("Engineering", &[]).await,
-    };
-    let r = acme
-        .patch(
-            &format!("/Groups/{gid}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": id}]}]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    (id, gid)
-}
-
-fn jwt_claims(token: &str) -> serde_json::Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 async fn introspect(s: &TestServer, token: &str) -> serde_json::Value {

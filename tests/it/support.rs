@@ -540,3 +540,35 @@ impl CutProxy {
         self.state.lock().await.up = true;
     }
 }
+
+/// Adds a new user to `acme`'s Engineering group (created on first use); returns (user, group).
+pub async fn engineer_in_group(s: &TestServer, name: &str) -> (String, String) {
+    let acme = s.acme();
+    let id = acme.create_user(name).await;
+    let r = acme
+        .get("/Groups?filter=displayName+eq+%22Engineering%22")
+        .await;
+    let gid = match r.body["Resources"][0]["id"].as_str() {
+        Some(g) => g.to_string(),
+        None => acme.create_group("Engineering", &[]).await,
+    };
+    let r = acme
+        .patch(
+            &format!("/Groups/{gid}"),
+            serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    (id, gid)
+}
+
+/// The claims of a JWT (not verified: for assertions on what the broker minted).
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

@@ -29,28 +29,6 @@ async fn server(backend: Backend) -> TestServer {
     TestServer::start_with(backend, cfg).await
 }
 
-/// A user in Engineering (created on first use); returns the user's id.
-async fn engineer(s: &TestServer, name: &str) -> String {
-    let acme = s.acme();
-    let id = acme.create_user(name).await;
-    let r = acme
-        .get("/Groups?filter=displayName+eq+%22Engineering%22")
-        .await;
-    let gid = match r.body["Resources"][0]["id"].as_str() {
-        Some(g) => g.to_string(),
-        None => acme.create_group("Engineering", &[]).await,
-    };
-    let r = acme
-        .patch(
-            &format!("/Groups/{gid}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": id}]}]}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    id
-}
-
 async fn metrics(s: &TestServer) -> String {
     let r = s
         .http
@@ -637,4 +615,9 @@ async fn metrics_count_each_refusal_under_its_own_code() {
         "the 413 is counted under the code it answered:\n{text}"
     );
     s.stop().await;
+}
+
+/// A user in Engineering (created on first use); returns the user's id.
+async fn engineer(s: &TestServer, name: &str) -> String {
+    crate::support::engineer_in_group(s, name).await.0
 }
