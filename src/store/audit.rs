@@ -73,15 +73,54 @@ impl AuditLog for SqlStore {
     }
 }
 
+/// Records per multi-row audit insert.
+const AUDIT_ROWS: usize = 32;
+
 #[async_trait]
 impl crate::domain::ports::AuditWriter for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        // One prepared statement, many executions in one transaction: measured faster here
-        // than multi-row VALUES lists, which the driver re-plans for every batch.
+        // Multi-row inserts of a fixed size (one cached prepared statement), the remainder row by
+        // row: a few statements per batch instead of one per record.
         let mut tx = self.pool().begin().await.map_err(map_err)?;
-        for e in entries {
+        let mut chunks = entries.chunks_exact(AUDIT_ROWS);
+        for chunk in chunks.by_ref() {
+            let mut q = sqlx::query(multi_row_insert()).persistent(true);
+            for e in chunk {
+                q = q
+                    .bind(e.org.as_str())
+                    .bind(e.at_ms)
+                    .bind(e.actor.as_str())
+                    .bind(e.action.as_str())
+                    .bind(e.resource_type.as_str())
+                    .bind(e.resource_id.as_str())
+                    .bind(e.summary.to_string());
+            }
+            q.execute(&mut *tx).await.map_err(map_err)?;
+        }
+        for e in chunks.remainder() {
             super::rows::write_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(map_err)
     }
+}
+
+/// `INSERT … VALUES` for `AUDIT_ROWS` audit records, built once per process.
+fn multi_row_insert() -> &'static str {
+    let rows = AUDIT_ROWS;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let values: Vec<String> = (0..rows)
+            .map(|i| {
+                let b = i * 7;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7
+                )
+            })
+            .collect();
+        format!(
+            "INSERT INTO audit_log (org_id, at_ms, actor, action, resource_type, resource_id, summary) VALUES {}",
+            values.join(", ")
+        )
+    })
 }
