@@ -25,6 +25,15 @@ use crate::domain::vault::{BusEvent, EventBus, VaultError};
 
 /// The one pub/sub channel every replica publishes to and listens on.
 const CHANNEL: &str = "ab:events";
+
+/// The channel of a deployment. Pub/sub ignores logical databases, so brokers that share a
+/// Redis server but use different databases get different channels.
+fn channel(nodes: &[ConnectionInfo]) -> String {
+    match nodes.first().map(|n| n.redis_settings().db()).unwrap_or(0) {
+        0 => CHANNEL.to_string(),
+        db => format!("{CHANNEL}:db{db}"),
+    }
+}
 /// Events a slow local subscriber may fall behind before it sees `Lagged`.
 const LOCAL_CAPACITY: usize = 1024;
 /// First wait before re-subscribing after a failure.
@@ -137,7 +146,7 @@ impl EventBus for RedisBus {
         let payload = serde_json::to_vec(event)
             .map_err(|e| VaultError::Internal(format!("encode event: {e}")))?;
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(CHANNEL).arg(payload);
+        cmd.arg(channel(&self.inner.endpoint.nodes())).arg(payload);
         self.inner
             .conn
             .query::<Value>(&cmd, self.inner.op_timeout, "PUBLISH")
@@ -202,7 +211,7 @@ async fn subscribe_to(
         .await
         .map_err(|_| VaultError::Unavailable("pub/sub connect timed out".into()))?
         .map_err(map_redis_error)?;
-    tokio::time::timeout(limit, pubsub.subscribe(CHANNEL))
+    tokio::time::timeout(limit, pubsub.subscribe(channel(std::slice::from_ref(node))))
         .await
         .map_err(|_| VaultError::Unavailable("SUBSCRIBE timed out".into()))?
         .map_err(map_redis_error)?;
