@@ -230,6 +230,16 @@ pub trait AuditLog: Send + Sync {
         after_seq: i64,
         limit: u64,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The newest `limit` records matching the filters, oldest first: `user` matches the
+    /// resource id, `connector` the summary's `connector`, `since_ms` the time.
+    async fn audit_query(
+        &self,
+        org: &OrgId,
+        user: Option<&str>,
+        connector: Option<&str>,
+        since_ms: Option<Millis>,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Directory events after `after_seq`, oldest first, at most `limit`.
     async fn events_after(
         &self,

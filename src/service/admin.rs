@@ -463,31 +463,9 @@ impl Admin {
         limit: u64,
     ) -> Result<Vec<AuditRecord>, AdminError> {
         let limit = limit.clamp(1, 1000);
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.audit.audit_after(org, after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in page {
-                if since_ms.is_some_and(|s| r.entry.at_ms < s) {
-                    continue;
-                }
-                if user.is_some_and(|u| {
-                    r.entry.resource_id != u
-                        && r.entry.summary.get("user_id").and_then(Value::as_str) != Some(u)
-                }) {
-                    continue;
-                }
-                if connector.is_some_and(|c| {
-                    r.entry.summary.get("connector").and_then(Value::as_str) != Some(c)
-                }) {
-                    continue;
-                }
-                out.push(r);
-            }
-        }
-        let skip = out.len().saturating_sub(limit as usize);
-        Ok(out.split_off(skip))
+        Ok(self
+            .audit
+            .audit_query(org, user, connector, since_ms, limit)
+            .await?)
     }
 }

@@ -20,6 +20,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "entitlements",
         include_str!("../../migrations/postgres/0002_entitlements.sql"),
     ),
+    (
+        3,
+        "audit_query",
+        include_str!("../../migrations/postgres/0003_audit_query.sql"),
+    ),
 ];
 const SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -31,6 +36,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         2,
         "entitlements",
         include_str!("../../migrations/sqlite/0002_entitlements.sql"),
+    ),
+    (
+        3,
+        "audit_query",
+        include_str!("../../migrations/sqlite/0003_audit_query.sql"),
     ),
 ];
 

@@ -284,6 +284,6 @@ async fn migrate_applies_and_is_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     conn.close().await.ok();
 }

@@ -374,3 +374,52 @@ async fn audit_batches_append_in_order(backend: Backend) {
     s.close().await;
 }
 both_backends!(audit_batches_append_in_order);
+
+async fn audit_queries_filter_in_the_database(backend: Backend) {
+    use auth_broker::domain::ports::AuditWriter;
+    let s = store(backend).await;
+    let mk = |user: &str, connector: &str, at: i64| {
+        let mut e = change("acme", user, vec![]).audit;
+        e.at_ms = at;
+        e.summary = json!({"user_id": user, "connector": connector});
+        e
+    };
+    s.append(&[
+        mk("u1", "my_conn", 100),
+        mk("u1", "myXconn", 200),
+        mk("u2", "my_conn", 300),
+        mk("u1", "my_conn", 400),
+    ])
+    .await
+    .unwrap();
+    let org = OrgId::new("acme");
+    let by_conn = s
+        .audit_query(&org, None, Some("my_conn"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(by_conn.len(), 3, "`_` is not a wildcard");
+    let by_user = s
+        .audit_query(&org, Some("u1"), Some("my_conn"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(by_user.len(), 2);
+    assert!(by_user[0].seq < by_user[1].seq, "oldest first");
+    let recent = s
+        .audit_query(&org, Some("u1"), None, Some(150), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        recent.iter().map(|r| r.entry.at_ms).collect::<Vec<_>>(),
+        vec![200, 400]
+    );
+    let newest = s.audit_query(&org, None, None, None, 1).await.unwrap();
+    assert_eq!(newest[0].entry.at_ms, 400, "the limit keeps the newest");
+    assert!(
+        s.audit_query(&OrgId::new("globex"), None, None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.close().await;
+}
+both_backends!(audit_queries_filter_in_the_database);
