@@ -369,6 +369,16 @@ async fn audit_batches_append_in_order(backend: Backend) {
     s.append(&entries).await.unwrap();
     let got = s.audit_after(&OrgId::new("acme"), 0, 1000).await.unwrap();
     assert_eq!(got.len(), 450);
+    // Values that need escaping in bulk formats survive unchanged.
+    let mut tricky = change("acme", "tab\there", vec![]).audit;
+    tricky.summary = json!({"note": "a\tb\nc\\d\r", "quote": "\"x\""});
+    s.append(std::slice::from_ref(&tricky)).await.unwrap();
+    let last = s
+        .audit_after(&OrgId::new("acme"), got[449].seq, 10)
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].entry, tricky);
     assert_eq!(got[0].entry.resource_id, "r0");
     assert_eq!(got[449].entry.resource_id, "r449");
     s.close().await;
