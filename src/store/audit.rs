@@ -130,11 +130,8 @@ const AUDIT_ROWS: usize = 32;
 #[async_trait]
 impl crate::domain::ports::AuditWriter for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        if let Some(pg) = self.copy_pool() {
-            return copy_audit(pg, entries).await;
-        }
-        // SQLite: fixed-size multi-row inserts (one cached prepared statement), the remainder
-        // row by row, all in one transaction.
+        // Multi-row inserts of a fixed size (one cached prepared statement), the remainder row by
+        // row: a few statements per batch instead of one per record.
         let mut tx = self.pool().begin().await.map_err(map_err)?;
         let mut chunks = entries.chunks_exact(AUDIT_ROWS);
         for chunk in chunks.by_ref() {
@@ -155,56 +152,6 @@ impl crate::domain::ports::AuditWriter for SqlStore {
             super::rows::write_audit(&mut tx, e).await?;
         }
         tx.commit().await.map_err(map_err)
-    }
-}
-
-/// One `COPY … FROM STDIN` (text format) for a batch: all rows or none.
-async fn copy_audit(pg: &sqlx::PgPool, entries: &[AuditEntry]) -> Result<(), StoreError> {
-    let mut data = String::with_capacity(entries.len() * 256);
-    for e in entries {
-        let fields = [
-            e.org.as_str().to_string(),
-            e.at_ms.to_string(),
-            e.actor.clone(),
-            e.action.clone(),
-            e.resource_type.clone(),
-            e.resource_id.clone(),
-            e.summary.to_string(),
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                data.push('\t');
-            }
-            copy_escape(f, &mut data);
-        }
-        data.push('\n');
-    }
-    let mut conn = pg.acquire().await.map_err(map_err)?;
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY audit_log (org_id, at_ms, actor, action, resource_type, resource_id, summary) \
-             FROM STDIN",
-        )
-        .await
-        .map_err(map_err)?;
-    if let Err(e) = copy.send(data.into_bytes()).await {
-        let _ = copy.abort("send failed").await;
-        return Err(map_err(e));
-    }
-    copy.finish().await.map_err(map_err)?;
-    Ok(())
-}
-
-/// Escapes a value for COPY's text format.
-fn copy_escape(value: &str, out: &mut String) {
-    for ch in value.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
     }
 }
 

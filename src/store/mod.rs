@@ -53,9 +53,6 @@ impl Dialect {
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
-    /// PostgreSQL only: a small native pool for `COPY`-based audit batches (the `Any` driver
-    /// has no `COPY`), which costs the database a fraction of row-by-row inserts.
-    copy_pool: Option<sqlx::PgPool>,
 }
 
 /// Connection settings for [`SqlStore::connect`].
@@ -85,22 +82,7 @@ impl SqlStore {
             .connect(url)
             .await
             .map_err(map_err)?;
-        let copy_pool = match dialect {
-            Dialect::Postgres => Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(4)
-                    .min_connections(0)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect_lazy(url)
-                    .map_err(map_err)?,
-            ),
-            Dialect::Sqlite => None,
-        };
-        Ok(Self {
-            pool,
-            dialect,
-            copy_pool,
-        })
+        Ok(Self { pool, dialect })
     }
 
     /// Applies the dialect's migrations (idempotent; safe to run at every start).
@@ -113,20 +95,13 @@ impl SqlStore {
         self.dialect
     }
 
-    /// Closes the pools, waiting for connections to be returned.
+    /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
-        if let Some(p) = &self.copy_pool {
-            p.close().await;
-        }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    pub(crate) fn copy_pool(&self) -> Option<&sqlx::PgPool> {
-        self.copy_pool.as_ref()
     }
 }
 
