@@ -164,9 +164,7 @@ pub struct Metrics {
     /// Per-route request latency.
     pub routes: RouteMetrics,
     outcomes: [AtomicU64; CODES.len()],
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+    latency: Histogram,
     /// Tokens served from the vault.
     pub cache_hits: AtomicU64,
     /// Tokens minted.
@@ -179,13 +177,7 @@ impl Metrics {
         if let Some(i) = CODES.iter().position(|c| *c == code) {
             self.outcomes[i].fetch_add(1, Ordering::Relaxed);
         }
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 
     /// Renders the Prometheus exposition text.
@@ -199,21 +191,8 @@ impl Metrics {
             ));
         }
         out.push_str("# HELP auth_broker_vend_seconds Vend latency inside the broker.\n# TYPE auth_broker_vend_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "auth_broker_vend_seconds_bucket{{le=\"{b}\"}} {cumulative}\n"
-            ));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        out.push_str(&format!(
-            "auth_broker_vend_seconds_bucket{{le=\"+Inf\"}} {count}\n"
-        ));
-        out.push_str(&format!(
-            "auth_broker_vend_seconds_sum {}\nauth_broker_vend_seconds_count {count}\n",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        ));
+        self.latency
+            .render(&mut out, "auth_broker_vend_seconds", "");
         for (name, help, v) in [
             (
                 "auth_broker_vault_cache_hits_total",

@@ -185,10 +185,7 @@ impl Access {
     ) -> Result<SyncOutcome, AccessError> {
         // Taken before reading the system of record: a projection rebuilt from an older read
         // then always carries a lower epoch than one written after a later change.
-        let started_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let started_us = now_micros();
         let (connectors, grants) = self.policy_of(org).await?;
         let (active, entitled) = match self.dir.get_user(org, user).await? {
             Some(u) => {
@@ -204,7 +201,6 @@ impl Access {
         };
         let current = self.vault.read(org, user, "_").await?.projection;
         let held = self.vault.token_connectors(org, user).await?;
-        let now = self.clock.now_ms();
         // Something was lost when the user is no longer active, or a connector (or one of
         // its scopes) the vault knew about is no longer entitled, or a token is held for a
         // connector that is no longer entitled. Then every token of the user is purged and
@@ -257,16 +253,6 @@ impl Access {
                 bumped: false,
             });
         }
-        let (epoch, revoked) = self.vault.revoke(org, user, &projection, None).await?;
-        self.revocations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Vends that read the old epoch either answer within the fence or re-check.
-        self.fence.wait_out().await;
-        let kind = if lost_all {
-            "user.deactivated"
-        } else {
-            "token.revoked"
-        };
         let lost: Vec<String> = current
             .as_ref()
             .map(|p| {
@@ -277,18 +263,53 @@ impl Access {
                     .collect()
             })
             .unwrap_or_default();
-        let mut connectors_hit: Vec<String> = revoked
+        self.revoke_and_record(
+            org,
+            user,
+            &projection,
+            Revocation {
+                kind: if lost_all {
+                    "user.deactivated"
+                } else {
+                    "token.revoked"
+                },
+                reason,
+                action: "access.revoke",
+                actor,
+                lost,
+                all: Some(lost_all),
+            },
+        )
+        .await
+    }
+
+    /// Purges every token of the user and moves the epoch (one atomic vault call), waits out
+    /// the vend fence, then tells every replica and keeps the receipt and audit record.
+    async fn revoke_and_record(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        projection: &Projection,
+        r: Revocation<'_>,
+    ) -> Result<SyncOutcome, AccessError> {
+        let (epoch, revoked) = self.vault.revoke(org, user, projection, None).await?;
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Vends that read the old epoch either answer within the fence or re-check.
+        self.fence.wait_out().await;
+        let now = self.clock.now_ms();
+        let mut connectors: Vec<String> = revoked
             .iter()
             .map(|f| field_connector(f).to_string())
-            .chain(lost)
+            .chain(r.lost)
             .collect();
-        connectors_hit.sort();
-        connectors_hit.dedup();
+        connectors.sort();
+        connectors.dedup();
         let event = BusEvent {
-            kind: kind.into(),
+            kind: r.kind.into(),
             org: org.to_string(),
             user_id: Some(user.to_string()),
-            connectors: connectors_hit.clone(),
+            connectors: connectors.clone(),
             at_ms: now,
         };
         if let Err(e) = self.bus.publish(&event).await {
@@ -297,19 +318,25 @@ impl Access {
         let receipt = Receipt {
             org: org.clone(),
             user: user.clone(),
-            reason: reason.to_string(),
+            reason: r.reason.to_string(),
             epoch,
-            connectors: connectors_hit.clone(),
+            connectors: connectors.clone(),
             at_ms: now,
+        };
+        let summary = match r.all {
+            Some(all) => {
+                json!({"reason": r.reason, "epoch": epoch, "connectors": connectors, "all": all})
+            }
+            None => json!({"epoch": epoch, "connectors": connectors}),
         };
         let audit = AuditEntry {
             org: org.clone(),
             at_ms: now,
-            actor: actor.to_string(),
-            action: "access.revoke".into(),
+            actor: r.actor.to_string(),
+            action: r.action.into(),
             resource_type: "User".into(),
             resource_id: user.to_string(),
-            summary: json!({"reason": reason, "epoch": epoch, "connectors": connectors_hit, "all": lost_all}),
+            summary,
         };
         self.receipts.record(&receipt, &audit).await?;
         Ok(SyncOutcome {
@@ -318,6 +345,26 @@ impl Access {
             bumped: true,
         })
     }
+}
+
+/// What a revocation is, for its event, receipt and audit record.
+struct Revocation<'a> {
+    kind: &'static str,
+    reason: &'a str,
+    action: &'static str,
+    actor: &'a str,
+    /// Connectors lost without a stored token (still announced and receipted).
+    lost: Vec<String>,
+    /// Whether every entitlement was lost (directory-driven revocations say so).
+    all: Option<bool>,
+}
+
+/// Now in microseconds: the epoch a projection starts at when none exists.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Access {
@@ -333,59 +380,25 @@ impl Access {
             return Err(AccessError::Store(StoreError::NotFound));
         }
         let current = self.vault.read(org, user, "_").await?.projection;
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let projection = current.clone().unwrap_or(Projection {
+        let projection = current.unwrap_or(Projection {
             active: false,
-            epoch: now_us,
+            epoch: now_micros(),
             connectors: BTreeMap::new(),
         });
-        let (epoch, revoked) = self.vault.revoke(org, user, &projection, None).await?;
-        self.revocations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.fence.wait_out().await;
-        let now = self.clock.now_ms();
-        let mut connectors: Vec<String> = revoked
-            .iter()
-            .map(|f| field_connector(f).to_string())
-            .collect();
-        connectors.sort();
-        connectors.dedup();
-        let event = BusEvent {
-            kind: "token.revoked".into(),
-            org: org.to_string(),
-            user_id: Some(user.to_string()),
-            connectors: connectors.clone(),
-            at_ms: now,
-        };
-        if let Err(e) = self.bus.publish(&event).await {
-            tracing::warn!(error = %e, "kill-switch event not published");
-        }
-        let receipt = Receipt {
-            org: org.clone(),
-            user: user.clone(),
-            reason: "admin.kill_switch".into(),
-            epoch,
-            connectors: connectors.clone(),
-            at_ms: now,
-        };
-        let audit = AuditEntry {
-            org: org.clone(),
-            at_ms: now,
-            actor: actor.to_string(),
-            action: "access.kill_switch".into(),
-            resource_type: "User".into(),
-            resource_id: user.to_string(),
-            summary: json!({"epoch": epoch, "connectors": connectors}),
-        };
-        self.receipts.record(&receipt, &audit).await?;
-        Ok(SyncOutcome {
-            epoch,
-            revoked,
-            bumped: true,
-        })
+        self.revoke_and_record(
+            org,
+            user,
+            &projection,
+            Revocation {
+                kind: "token.revoked",
+                reason: "admin.kill_switch",
+                action: "access.kill_switch",
+                actor,
+                lost: Vec::new(),
+                all: None,
+            },
+        )
+        .await
     }
 
     /// The users whose access depends on a connector: members of the groups its grants name.
