@@ -32,6 +32,10 @@
 #
 # AUTH_BROKER_BENCH_PERF=FILE also samples the broker with `perf record` during (2) and writes
 # the flat profile to FILE.
+#
+# AUTH_BROKER_BENCH_HOLD=FILE stops after the set-up instead: it writes the broker's PID, URL
+# and wrk script to FILE as shell variables and waits (until interrupted, which cleans up), so
+# that a profile or a repeated wrk run can be taken by hand.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -271,6 +275,12 @@ function done(summary, latency, requests)
 end
 EOF
 } >"$TMP/vend.lua"
+if [ -n "${AUTH_BROKER_BENCH_HOLD:-}" ]; then
+    printf 'BROKER_PID=%s\nBASE=%s\nLUA=%s\nDB=%s\n' "$BROKER_PID" "$BASE" "$TMP/vend.lua" "$DB" >"$AUTH_BROKER_BENCH_HOLD"
+    log "holding: $AUTH_BROKER_BENCH_HOLD; interrupt to clean up"
+    while kill -0 "$BROKER_PID" 2>/dev/null; do sleep 1; done
+    die "the broker exited"
+fi
 wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${WRK_WARMUP}s" -s "$TMP/vend.lua" \
     "$BASE/internal/v1/token" >"$TMP/wrk-warmup.out"
 

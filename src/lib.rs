@@ -185,6 +185,10 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // No Nagle delay on responses: gateways and IdPs wait on each answer.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, prepared.router).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::Problem;
@@ -23,10 +24,16 @@ use crate::domain::connector::Category;
 use crate::domain::policy;
 use crate::service::vend::{UserRef, VendError, VendRequest};
 
-/// The gateway routes.
+const TOKEN_PATH: &str = "/internal/v1/token";
+
+/// The token route: the hot path, served with a lean middleware stack (see `http::app`).
+pub fn token_router() -> Router<AppState> {
+    Router::new().route("/internal/v1/token", post(token))
+}
+
+/// The other gateway routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/internal/v1/token", post(token))
         .route("/internal/v1/authorize", post(authorize))
         .route("/internal/v1/entitlements", get(entitlements))
         .route("/internal/v1/events", get(events))
@@ -156,6 +163,17 @@ struct TokenBody {
     scopes: Option<Vec<String>>,
 }
 
+/// The 200 body of `POST /internal/v1/token` (CONTRACT.md), serialised straight from borrows.
+#[derive(serde::Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_at: String,
+    scopes: &'a [String],
+    connector: &'a str,
+    user_id: &'a str,
+}
+
 fn vend_problem(e: &VendError) -> Problem {
     let status = match e {
         VendError::UserInactive | VendError::NotEntitled | VendError::ScopeNotEntitled(_) => {
@@ -181,17 +199,33 @@ async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The request span the shared stack would open (DEBUG: free unless that level is on).
+    let span = tracing::debug_span!(
+        "request",
+        method = "POST",
+        path = TOKEN_PATH,
+        request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    );
     let started = Instant::now();
-    let result = vend(&s, &headers, body).await;
+    let result = vend(&s, &headers, body).instrument(span.clone()).await;
     let code = match &result {
         Ok(_) => "ok",
         Err((_, code)) => code,
     };
-    s.metrics.vend(code, started.elapsed());
-    match result {
+    let took = started.elapsed();
+    s.metrics.vend(code, took);
+    let resp = match result {
         Ok(r) => r,
         Err((p, _)) => p.into_response(),
-    }
+    };
+    s.metrics
+        .routes
+        .observe(&Method::POST, TOKEN_PATH, resp.status().as_u16(), took);
+    span.in_scope(|| tracing::debug!(code, took_us = took.as_micros() as u64, "vend"));
+    resp
 }
 
 async fn vend(
@@ -222,7 +256,7 @@ async fn vend(
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // An unaudited token is never served.
-            if !s.audit_vend(&req, &gw.actor, Some(&v.user_id), "ok", &v.scopes, v.cached) {
+            if !s.audit_vend(&req, &gw.actor, "ok", Some(&v)) {
                 let p = Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -230,14 +264,14 @@ async fn vend(
                 );
                 return Err((p, "unavailable"));
             }
-            let mut resp = Json(json!({
-                "access_token": v.expose(),
-                "token_type": "Bearer",
-                "expires_at": crate::domain::clock::rfc3339(v.expires_at * 1000),
-                "scopes": v.scopes,
-                "connector": v.connector,
-                "user_id": v.user_id,
-            }))
+            let mut resp = Json(TokenResponse {
+                access_token: v.expose(),
+                token_type: "Bearer",
+                expires_at: crate::domain::clock::rfc3339(v.expires_at * 1000),
+                scopes: &v.scopes,
+                connector: &v.connector,
+                user_id: &v.user_id,
+            })
             .into_response();
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -246,7 +280,7 @@ async fn vend(
             Ok(resp)
         }
         Err(e) => {
-            s.audit_vend(&req, &gw.actor, None, e.code(), &[], false);
+            s.audit_vend(&req, &gw.actor, e.code(), None);
             let mut p = vend_problem(&e);
             if let VendError::ConsentRequired(url) = &e {
                 p = p.with("consent_url", json!(url));

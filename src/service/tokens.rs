@@ -147,6 +147,8 @@ pub struct Vended {
     pub user_id: String,
     /// Whether it came from the vault (true) or was minted for this request.
     pub cached: bool,
+    /// The token's id (`jti`): what the audit log names instead of the token.
+    pub jti: String,
 }
 
 impl std::fmt::Debug for Vended {

@@ -388,6 +388,7 @@ impl Vend {
             connector: req.connector.clone(),
             user_id: user.to_string(),
             cached,
+            jti: rec.jti.clone(),
         }
     }
 }
