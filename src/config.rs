@@ -208,6 +208,9 @@ pub struct OrgConfig {
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// Grants declared in config.
     pub grants: Vec<GrantConfig>,
+    /// How the org's people sign in to the broker.
+    #[serde(default)]
+    pub sign_in: Option<SignInConfig>,
 }
 
 /// `[orgs.<org>.connectors.<id>]`
@@ -607,6 +610,9 @@ impl Config {
                     }
                 }
             }
+            if let Some(sign_in) = &org.sign_in {
+                out.extend(sign_in.validate(&base));
+            }
             if org.scim_token_hashes.is_empty()
                 && org.scim_token_env.is_none()
                 && org.scim_token_file.is_none()
@@ -755,6 +761,9 @@ fn resolve_secret_hashes(
         Err(problems)
     }
 }
+
+mod sign_in;
+pub use sign_in::{GroupsSource, OIDC_ALGORITHMS, OidcConfig, SignInConfig, read_secret};
 
 #[cfg(test)]
 mod tests;

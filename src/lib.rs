@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod scim;
 pub mod service;
@@ -75,23 +76,30 @@ pub async fn prepare(
     let directory: Arc<dyn domain::ports::Directory> = Arc::new(store.clone());
     let policy: Arc<dyn domain::ports::PolicyStore> = Arc::new(store.clone());
     let timeout = Duration::from_millis(config.storage.redis_timeout_ms);
-    let (vault, bus): (
+    let (vault, eph, bus): (
         Arc<dyn domain::vault::Vault>,
+        Arc<dyn domain::vault::Ephemeral>,
         Arc<dyn domain::vault::EventBus>,
     ) = match &config.storage.redis_url {
         Some(url) => {
-            let vault = store::vault_redis::RedisVault::connect(url, timeout)
-                .await
-                .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?;
+            let vault = Arc::new(
+                store::vault_redis::RedisVault::connect(url, timeout)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?,
+            );
             let bus = store::vault_redis::RedisBus::connect(url, timeout)
                 .await
                 .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?;
-            (Arc::new(vault), Arc::new(bus))
+            (vault.clone(), vault, Arc::new(bus))
         }
-        None => (
-            Arc::new(store::vault_memory::MemoryVault::new()),
-            Arc::new(store::vault_memory::MemoryBus::new()),
-        ),
+        None => {
+            let vault = Arc::new(store::vault_memory::MemoryVault::new());
+            (
+                vault.clone(),
+                vault,
+                Arc::new(store::vault_memory::MemoryBus::new()),
+            )
+        }
     };
     let ring = Arc::new(keys::key_ring(config)?);
     let (active_key, previous) = keys::signing_keys(
@@ -121,11 +129,19 @@ pub async fn prepare(
         Arc::new(store.clone()),
         clock.clone(),
         service::access::VendFence,
+    )
+    .with_asserted_groups(
+        Arc::new(store.clone()),
+        config
+            .orgs
+            .iter()
+            .filter_map(|(id, o)| o.sign_in.as_ref().map(|s| (id.clone(), s.groups_source)))
+            .collect(),
     );
     let vend = service::vend::Vend::new(
         access.clone(),
         directory.clone(),
-        ring,
+        ring.clone(),
         signer,
         clock.clone(),
         config.broker.token_ttl_secs,
@@ -153,7 +169,22 @@ pub async fn prepare(
         },
     )
     .with_access(access.clone());
+    let sign_in = identity::SignIn::new(
+        config,
+        identity::SignInParts {
+            eph,
+            ring,
+            identities: Arc::new(store.clone()),
+            dir: directory.clone(),
+            provisioning: provisioning.clone(),
+            access: access.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            public_url: config.public_url(bound),
+        },
+    )?;
     let state = AppState::new(http::AppInner {
+        sign_in,
         provisioning,
         directory,
         credentials,

@@ -353,3 +353,36 @@ pub trait SigningKeyStore: Send + Sync {
     /// Marks a key retired: it no longer signs but stays published for a while.
     async fn retire_signing_key(&self, kid: &str, at_ms: Millis) -> Result<(), StoreError>;
 }
+
+/// Sign-in's view of the system of record: who an IdP identity is, and which groups the
+/// user's last sign-in asserted.
+#[async_trait]
+pub trait Identities: Send + Sync {
+    /// The user an identity (issuer + subject) is linked to.
+    async fn find_identity(
+        &self,
+        org: &OrgId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+    /// Links an identity to a user unless it is already linked; returns the user it is
+    /// linked to afterwards (the first link wins a race).
+    async fn link_identity(
+        &self,
+        org: &OrgId,
+        issuer: &str,
+        subject: &str,
+        user: &UserId,
+        now_ms: i64,
+    ) -> Result<UserId, StoreError>;
+    /// The groups the user's last sign-in asserted.
+    async fn asserted_groups(&self, org: &OrgId, user: &UserId) -> Result<Vec<String>, StoreError>;
+    /// Replaces them; `true` when they changed.
+    async fn set_asserted_groups(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        groups: &[String],
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+}

@@ -122,3 +122,25 @@ pub trait EventBus: Send + Sync {
     /// A receiver of every event published by any replica from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<BusEvent>;
 }
+
+/// Short-lived values shared by every replica: sign-in state (single use), sessions, replay
+/// caches. Kept beside the vault (Redis, or in process for the embedded default), never in the
+/// system of record. Keys are chosen by the caller and should not reveal secrets (hash them).
+#[async_trait]
+pub trait Ephemeral: Send + Sync {
+    /// Stores `value` under `key` for `ttl`, replacing what was there.
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<(), VaultError>;
+    /// The value, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError>;
+    /// Returns and deletes the value in one step: at most one caller ever gets it.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError>;
+    /// Deletes the value.
+    async fn remove(&self, key: &str) -> Result<(), VaultError>;
+    /// Creates `key` for `ttl` if it does not exist; `false` when it already did (replay).
+    async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, VaultError>;
+}

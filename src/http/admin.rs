@@ -49,7 +49,73 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/orgs/{org}/audit", get(audit))
 }
 
-fn authenticate(s: &AppState, org: &str, headers: &HeaderMap) -> Result<(OrgId, String), Problem> {
+/// An admin key, or a session of a member of the org's admin group (checked live).
+async fn authenticate(
+    s: &AppState,
+    org: &str,
+    headers: &HeaderMap,
+) -> Result<(OrgId, String), Problem> {
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some(cookie) = super::auth::cookie(headers, crate::identity::SESSION_COOKIE)
+    {
+        return session_admin(s, org, headers, cookie).await;
+    }
+    authenticate_key(s, org, headers)
+}
+
+async fn session_admin(
+    s: &AppState,
+    org: &str,
+    headers: &HeaderMap,
+    cookie: &str,
+) -> Result<(OrgId, String), Problem> {
+    // A browser sends Origin (and Sec-Fetch-Site) with cross-site requests: refuse those, so a
+    // page elsewhere cannot act with the admin's cookie.
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|o| o == s.sign_in.public_url());
+    let site_ok = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == "same-origin" || v == "none");
+    if !origin_ok || !site_ok {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "session-authenticated admin requests must come from this broker's own pages",
+        ));
+    }
+    let unavailable = |e: crate::identity::SignInError| {
+        tracing::warn!(error = %e, "admin session check unavailable");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "temporarily unavailable; retry",
+        )
+    };
+    let Some(session) = s.sign_in.session(org, cookie).await.map_err(unavailable)? else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "no valid session for this org",
+        ));
+    };
+    if !s.sign_in.is_admin(org, &session).await.map_err(unavailable)? {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            "the signed-in user is not in the org's admin group",
+        ));
+    }
+    Ok((OrgId::new(org), format!("session:{}", session.user_id)))
+}
+
+fn authenticate_key(
+    s: &AppState,
+    org: &str,
+    headers: &HeaderMap,
+) -> Result<(OrgId, String), Problem> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -136,7 +202,7 @@ fn admin(s: &AppState) -> &Admin {
 }
 
 async fn list_connectors(State(s): State<AppState>, Path(org): Path<String>, h: HeaderMap) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     Ok(
         Json(json!({"connectors": admin(&s).connectors(&org).await.map_err(problem)?}))
             .into_response(),
@@ -148,7 +214,7 @@ async fn get_connector(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     let all = admin(&s).connectors(&org).await.map_err(problem)?;
     let c = all
         .into_iter()
@@ -163,7 +229,7 @@ async fn create_connector(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     let input: ConnectorInput = body(b)?;
     let id = input
         .id
@@ -183,7 +249,7 @@ async fn put_connector(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     let input: ConnectorInput = body(b)?;
     if input.id.as_deref().is_some_and(|i| i != id) {
         return Err(problem(AdminError::Invalid(
@@ -203,7 +269,7 @@ async fn delete_connector(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     admin(&s)
         .delete_connector(&org, &actor, &id)
         .await
@@ -212,7 +278,7 @@ async fn delete_connector(
 }
 
 async fn list_grants(State(s): State<AppState>, Path(org): Path<String>, h: HeaderMap) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     Ok(Json(json!({"grants": admin(&s).grants(&org).await.map_err(problem)?})).into_response())
 }
 
@@ -222,7 +288,7 @@ async fn create_grant(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     let input: GrantInput = body(b)?;
     let g = admin(&s)
         .create_grant(&org, &actor, input)
@@ -236,7 +302,7 @@ async fn delete_grant(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     admin(&s)
         .delete_grant(&org, &actor, &id)
         .await
@@ -256,7 +322,7 @@ async fn create_gateway(
     h: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     let input: GatewayInput = body(b)?;
     let (id, key) = admin(&s)
         .create_gateway(&org, &actor, &input.name)
@@ -275,7 +341,7 @@ async fn get_user(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     Ok(Json(
         admin(&s)
             .user_view(&org, &UserId::new(id))
@@ -290,7 +356,7 @@ async fn revoke_user(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h)?;
+    let (org, actor) = authenticate(&s, &org, &h).await?;
     Ok(Json(
         admin(&s)
             .kill(&org, &actor, &UserId::new(id))
@@ -305,7 +371,7 @@ async fn offboarding(
     Path((org, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     Ok(Json(
         admin(&s)
             .offboarding(&org, &UserId::new(id))
@@ -330,7 +396,7 @@ async fn audit(
     h: HeaderMap,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h)?;
+    let (org, _) = authenticate(&s, &org, &h).await?;
     let Query(q) =
         q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string()))?;
     let since = match q.since.as_deref() {

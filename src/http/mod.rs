@@ -2,6 +2,7 @@
 //! extract, authorise, one service call, map the result.
 
 pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod gateway;
 pub mod health;
@@ -55,6 +56,8 @@ impl std::ops::Deref for AppState {
 
 /// The services and handles behind [`AppState`].
 pub struct AppInner {
+    /// Sign-in and sessions.
+    pub sign_in: crate::identity::SignIn,
     /// SCIM use cases.
     pub provisioning: Provisioning,
     /// The directory store (readiness).
@@ -160,6 +163,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
     let gateway = gateway::router().layer(trace(Level::DEBUG, Level::DEBUG, hot_span));
     let rest = Router::new()
         .merge(health::router())
+        .merge(auth::router())
         .merge(scim::router())
         .merge(admin::router())
         .merge(oauth::router())

@@ -25,6 +25,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "audit_query",
         include_str!("../../migrations/postgres/0003_audit_query.sql"),
     ),
+    (
+        4,
+        "sign_in",
+        include_str!("../../migrations/postgres/0004_sign_in.sql"),
+    ),
 ];
 const SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -41,6 +46,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         3,
         "audit_query",
         include_str!("../../migrations/sqlite/0003_audit_query.sql"),
+    ),
+    (
+        4,
+        "sign_in",
+        include_str!("../../migrations/sqlite/0004_sign_in.sql"),
     ),
 ];
 

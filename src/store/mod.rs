@@ -8,6 +8,7 @@ mod audit;
 mod directory;
 mod error;
 mod groups;
+mod identities;
 mod migrate;
 mod policy;
 mod receipts;

@@ -66,6 +66,7 @@ type Orgs = HashMap<String, HashMap<String, UserEntry>>;
 #[derive(Default)]
 pub struct MemoryVault {
     orgs: RwLock<Orgs>,
+    ephemeral: std::sync::Mutex<HashMap<String, (std::time::Instant, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for MemoryVault {
@@ -255,5 +256,58 @@ impl EventBus for MemoryBus {
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.tx.subscribe()
+    }
+}
+
+/// Sign-in state, sessions and replay caches in process memory; expired entries are dropped
+/// when touched and swept on writes.
+#[async_trait]
+impl crate::domain::vault::Ephemeral for MemoryVault {
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<(), VaultError> {
+        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        map.retain(|_, (until, _)| *until > now);
+        map.insert(key.to_string(), (now + ttl, value.to_vec()));
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        Ok(map
+            .get(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, v)| v.clone()))
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        Ok(map
+            .remove(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, v)| v))
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), VaultError> {
+        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(key);
+        Ok(())
+    }
+
+    async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, VaultError> {
+        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        map.retain(|_, (until, _)| *until > now);
+        if map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.to_string(), (now + ttl, Vec::new()));
+        Ok(true)
     }
 }

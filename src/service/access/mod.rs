@@ -59,6 +59,14 @@ pub struct Access {
     clock: Arc<dyn Clock>,
     fence: VendFence,
     revocations: Arc<std::sync::atomic::AtomicU64>,
+    asserted: Option<AssertedGroups>,
+}
+
+/// Groups asserted at sign-in, and which orgs count them (`groups_source`).
+#[derive(Clone)]
+struct AssertedGroups {
+    store: Arc<dyn crate::domain::ports::Identities>,
+    sources: Arc<std::collections::HashMap<String, crate::config::GroupsSource>>,
 }
 
 /// The vault field a token lives in: the connector, plus a digest of the scope set when the
@@ -98,7 +106,29 @@ impl Access {
             clock,
             fence,
             revocations: Arc::default(),
+            asserted: None,
         }
+    }
+
+    /// Counts the groups asserted at sign-in, per org as `sources` says (`scim` when absent).
+    pub fn with_asserted_groups(
+        mut self,
+        store: Arc<dyn crate::domain::ports::Identities>,
+        sources: std::collections::HashMap<String, crate::config::GroupsSource>,
+    ) -> Self {
+        self.asserted = Some(AssertedGroups {
+            store,
+            sources: Arc::new(sources),
+        });
+        self
+    }
+
+    /// Where the org's entitlement groups come from.
+    pub fn groups_source(&self, org: &OrgId) -> crate::config::GroupsSource {
+        self.asserted
+            .as_ref()
+            .and_then(|a| a.sources.get(org.as_str()).copied())
+            .unwrap_or_default()
     }
 
     /// Revocations (epoch bumps) performed by this replica since start.
@@ -154,14 +184,35 @@ impl Access {
         connectors: &[Connector],
         grants: &[Grant],
     ) -> Result<Entitlements, AccessError> {
-        let mut groups = self.dir.groups_of(org, std::slice::from_ref(&u.id)).await?;
-        let groups = groups.remove(&u.id).unwrap_or_default();
+        use crate::config::GroupsSource;
+        let source = self.groups_source(org);
+        let groups = if source == GroupsSource::Assertion {
+            Vec::new()
+        } else {
+            let mut groups = self.dir.groups_of(org, std::slice::from_ref(&u.id)).await?;
+            groups.remove(&u.id).unwrap_or_default()
+        };
+        // Asserted groups are matched by name (a grant's `group`), as the IdP names them.
+        let asserted: Vec<(crate::domain::GroupId, String)> = match (&self.asserted, source) {
+            (Some(a), GroupsSource::Assertion | GroupsSource::Both) => a
+                .store
+                .asserted_groups(org, &u.id)
+                .await?
+                .into_iter()
+                .map(|g| (crate::domain::GroupId::new(format!("assertion:{g}")), g))
+                .collect(),
+            _ => Vec::new(),
+        };
         let members: Vec<Membership<'_>> = groups
             .iter()
             .map(|g| Membership {
                 id: &g.group_id,
                 display_name: &g.display,
             })
+            .chain(asserted.iter().map(|(id, name)| Membership {
+                id,
+                display_name: name,
+            }))
             .collect();
         let org_policy = OrgPolicy {
             max_actions: ActionSet::ALLOW_ALL,

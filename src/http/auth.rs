@@ -1,0 +1,329 @@
+//! `/auth/{org}/…`: browser sign-in (CONTRACT.md "Sign-in"), the user page and logout.
+//! Failures answer a plain HTML page (problem+json when the client asks for JSON) with no
+//! session; every one is audited by the sign-in service.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::Problem;
+use crate::domain::{OrgId, UserId};
+use crate::identity::{Callback, LOGIN_COOKIE, SESSION_COOKIE, Session, SignInError};
+
+/// The sign-in routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/{org}/login", get(login))
+        .route("/auth/{org}/oidc/callback", get(callback))
+        .route("/auth/{org}/me", get(me))
+        .route("/auth/{org}/logout", post(logout))
+}
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+    let secure = if s.sign_in.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}</style>\
+         </head><body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    )
+}
+
+fn failure(headers: &HeaderMap, e: &SignInError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    if wants_json(headers) {
+        return Problem::new(status, e.code(), e.to_string()).into_response();
+    }
+    let body = format!(
+        "<p>{}</p><p>Code: <code>{}</code></p>",
+        escape(&e.to_string()),
+        e.code()
+    );
+    let mut resp = (status, Html(page("Sign-in failed", &body))).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
+    let return_to = q.as_ref().ok().and_then(|q| q.return_to.as_deref());
+    match s.sign_in.begin(&org, return_to).await {
+        Ok(b) => {
+            let mut resp = StatusCode::FOUND.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&b.redirect) {
+                h.insert(header::LOCATION, v);
+            }
+            h.insert(
+                header::SET_COOKIE,
+                set_cookie(&s, LOGIN_COOKIE, &b.binding, &format!("/auth/{org}/"), 600),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => failure(&headers, &e),
+    }
+}
+
+async fn callback(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<Callback>, QueryRejection>,
+) -> Response {
+    let cb = q.map(|Query(c)| c).unwrap_or_default();
+    let binding = cookie(&headers, LOGIN_COOKIE);
+    let old = cookie(&headers, SESSION_COOKIE);
+    let clear_login = set_cookie(&s, LOGIN_COOKIE, "", &format!("/auth/{org}/"), 0);
+    match s.sign_in.finish_oidc(&org, &cb, binding, old).await {
+        Ok(f) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&f.return_to) {
+                h.insert(header::LOCATION, v);
+            }
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(&s, SESSION_COOKIE, &f.session, "/", f.ttl.as_secs()),
+            );
+            h.append(header::SET_COOKIE, clear_login);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            let mut resp = failure(&headers, &e);
+            resp.headers_mut().append(header::SET_COOKIE, clear_login);
+            resp
+        }
+    }
+}
+
+/// The session of the request for `org`, if any.
+pub async fn session_of(
+    s: &AppState,
+    org: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, SignInError> {
+    match cookie(headers, SESSION_COOKIE) {
+        Some(c) => s.sign_in.session(org, c).await,
+        None => Ok(None),
+    }
+}
+
+async fn me(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderMap) -> Response {
+    let session = match session_of(&s, &org, &headers).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            if wants_json(&headers) || !s.sign_in.has_org(&org) {
+                return Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "sign in first",
+                )
+                .into_response();
+            }
+            let mut resp = StatusCode::FOUND.into_response();
+            let to = format!("/auth/{org}/login?return_to=/auth/{org}/me");
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+        Err(e) => return failure(&headers, &e),
+    };
+    let view = match view(&s, &org, &session).await {
+        Ok(v) => v,
+        Err(e) => return failure(&headers, &e),
+    };
+    let mut resp = if wants_json(&headers) {
+        Json(view).into_response()
+    } else {
+        Html(render(&view)).into_response()
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// What the user page shows, as JSON.
+async fn view(s: &AppState, org: &str, session: &Session) -> Result<Value, SignInError> {
+    let org_id = OrgId::new(org);
+    let user = UserId::new(session.user_id.clone());
+    let unavailable = |e: crate::service::access::AccessError| SignInError::Unavailable(e.to_string());
+    let Some((u, ent, connectors)) = s.access.entitlements(&org_id, &user).await.map_err(unavailable)? else {
+        return Err(SignInError::NotProvisioned("the user no longer exists".into()));
+    };
+    let held = s
+        .access
+        .vault()
+        .token_connectors(&org_id, &user)
+        .await
+        .map_err(|e| SignInError::Unavailable(e.to_string()))?;
+    let groups = s.sign_in.groups_for_entitlements(&org_id, &user).await?;
+    let admin = s.sign_in.is_admin(org, session).await?;
+    let list: Vec<Value> = ent
+        .connectors
+        .values()
+        .map(|c| {
+            let actions: serde_json::Map<String, Value> = c
+                .actions
+                .iter()
+                .map(|(k, d)| (k.as_str().to_string(), json!(d.action)))
+                .collect();
+            let name = connectors
+                .iter()
+                .find(|x| x.id == c.connector)
+                .map(|x| x.display_name.clone())
+                .unwrap_or_else(|| c.connector.clone());
+            let token = if held
+                .iter()
+                .any(|f| f == &c.connector || f.starts_with(&format!("{}#", c.connector)))
+            {
+                "issued"
+            } else {
+                "none"
+            };
+            json!({"connector": c.connector, "display_name": name, "scopes": c.scopes,
+                   "actions": actions, "tools": c.tools, "token": token})
+        })
+        .collect();
+    Ok(json!({
+        "org": org,
+        "user": {"id": u.id.as_str(), "user_name": u.user_name, "display_name": u.display_name,
+                 "email": u.email, "active": u.active},
+        "identity": {"issuer": session.issuer, "subject": session.subject},
+        "groups": groups,
+        "asserted_groups": session.groups,
+        "groups_source": s.access.groups_source(&org_id),
+        "groups_overage": session.groups_overage,
+        "admin": admin,
+        "connectors": list,
+        "session_expires_at": crate::domain::clock::rfc3339(session.expires_ms),
+    }))
+}
+
+fn render(v: &Value) -> String {
+    let text = |v: &Value| escape(v.as_str().unwrap_or(""));
+    let mut body = format!(
+        "<p><strong>{}</strong> ({}) — {}</p><p>Signed in through <code>{}</code> as <code>{}</code>{}.</p>",
+        text(&v["user"]["display_name"]).chars().next().map_or_else(|| text(&v["user"]["user_name"]), |_| text(&v["user"]["display_name"])),
+        text(&v["user"]["user_name"]),
+        if v["user"]["active"] == Value::Bool(true) { "active" } else { "inactive" },
+        text(&v["identity"]["issuer"]),
+        text(&v["identity"]["subject"]),
+        if v["admin"] == Value::Bool(true) { "; org admin" } else { "" },
+    );
+    let groups: Vec<String> = v["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| escape(g.as_str().unwrap_or("")))
+        .collect();
+    body.push_str(&format!(
+        "<h2>Groups</h2><p>{}</p>",
+        if groups.is_empty() { "none".to_string() } else { groups.join(", ") }
+    ));
+    if v["groups_overage"] == Value::Bool(true) {
+        body.push_str("<p><strong>Your identity provider left your groups out of the sign-in (too many groups).</strong> Groups come from SCIM only.</p>");
+    }
+    body.push_str("<h2>Connectors</h2>");
+    let list = v["connectors"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        body.push_str("<p>None of your groups grants a connector.</p>");
+    } else {
+        body.push_str("<table><tr><th>Connector</th><th>Scopes</th><th>Read</th><th>Write</th><th>Delete</th><th>Token</th></tr>");
+        for c in list {
+            let scopes: Vec<String> = c["scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| escape(s.as_str().unwrap_or("")))
+                .collect();
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                text(&c["display_name"]),
+                scopes.join(" "),
+                text(&c["actions"]["read"]),
+                text(&c["actions"]["write"]),
+                text(&c["actions"]["delete"]),
+                text(&c["token"]),
+            ));
+        }
+        body.push_str("</table>");
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/auth/{}/logout\"><button>Sign out</button></form>",
+        text(&v["org"])
+    ));
+    page("Your access", &body)
+}
+
+async fn logout(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(c) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = s.sign_in.logout(&org, c).await
+    {
+        return failure(&headers, &e);
+    }
+    let mut resp = (StatusCode::OK, Html(page("Signed out", "<p>You are signed out.</p>"))).into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&s, SESSION_COOKIE, "", "/", 0));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
