@@ -117,10 +117,7 @@ impl SignInConfig {
             ));
         }
         let Some(oidc) = &self.oidc else {
-            out.push(problem(
-                &base,
-                "needs an identity provider: [sign_in.oidc]",
-            ));
+            out.push(problem(&base, "needs an identity provider: [sign_in.oidc]"));
             return out;
         };
         let key = format!("{base}.oidc");

@@ -101,7 +101,12 @@ async fn session_admin(
             "no valid session for this org",
         ));
     };
-    if !s.sign_in.is_admin(org, &session).await.map_err(unavailable)? {
+    if !s
+        .sign_in
+        .is_admin(org, &session)
+        .await
+        .map_err(unavailable)?
+    {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "not_admin",

@@ -171,12 +171,8 @@ async fn me(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderM
         Ok(Some(session)) => session,
         Ok(None) => {
             if wants_json(&headers) || !s.sign_in.has_org(&org) {
-                return Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "sign in first",
-                )
-                .into_response();
+                return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first")
+                    .into_response();
             }
             let mut resp = StatusCode::FOUND.into_response();
             let to = format!("/auth/{org}/login?return_to=/auth/{org}/me");
@@ -205,9 +201,17 @@ async fn me(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderM
 async fn view(s: &AppState, org: &str, session: &Session) -> Result<Value, SignInError> {
     let org_id = OrgId::new(org);
     let user = UserId::new(session.user_id.clone());
-    let unavailable = |e: crate::service::access::AccessError| SignInError::Unavailable(e.to_string());
-    let Some((u, ent, connectors)) = s.access.entitlements(&org_id, &user).await.map_err(unavailable)? else {
-        return Err(SignInError::NotProvisioned("the user no longer exists".into()));
+    let unavailable =
+        |e: crate::service::access::AccessError| SignInError::Unavailable(e.to_string());
+    let Some((u, ent, connectors)) = s
+        .access
+        .entitlements(&org_id, &user)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(SignInError::NotProvisioned(
+            "the user no longer exists".into(),
+        ));
     };
     let held = s
         .access
@@ -262,12 +266,23 @@ fn render(v: &Value) -> String {
     let text = |v: &Value| escape(v.as_str().unwrap_or(""));
     let mut body = format!(
         "<p><strong>{}</strong> ({}) — {}</p><p>Signed in through <code>{}</code> as <code>{}</code>{}.</p>",
-        text(&v["user"]["display_name"]).chars().next().map_or_else(|| text(&v["user"]["user_name"]), |_| text(&v["user"]["display_name"])),
+        text(&v["user"]["display_name"]).chars().next().map_or_else(
+            || text(&v["user"]["user_name"]),
+            |_| text(&v["user"]["display_name"])
+        ),
         text(&v["user"]["user_name"]),
-        if v["user"]["active"] == Value::Bool(true) { "active" } else { "inactive" },
+        if v["user"]["active"] == Value::Bool(true) {
+            "active"
+        } else {
+            "inactive"
+        },
         text(&v["identity"]["issuer"]),
         text(&v["identity"]["subject"]),
-        if v["admin"] == Value::Bool(true) { "; org admin" } else { "" },
+        if v["admin"] == Value::Bool(true) {
+            "; org admin"
+        } else {
+            ""
+        },
     );
     let groups: Vec<String> = v["groups"]
         .as_array()
@@ -277,7 +292,11 @@ fn render(v: &Value) -> String {
         .collect();
     body.push_str(&format!(
         "<h2>Groups</h2><p>{}</p>",
-        if groups.is_empty() { "none".to_string() } else { groups.join(", ") }
+        if groups.is_empty() {
+            "none".to_string()
+        } else {
+            groups.join(", ")
+        }
     ));
     if v["groups_overage"] == Value::Bool(true) {
         body.push_str("<p><strong>Your identity provider left your groups out of the sign-in (too many groups).</strong> Groups come from SCIM only.</p>");
@@ -314,15 +333,25 @@ fn render(v: &Value) -> String {
     page("Your access", &body)
 }
 
-async fn logout(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderMap) -> Response {
+async fn logout(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(c) = cookie(&headers, SESSION_COOKIE)
         && let Err(e) = s.sign_in.logout(&org, c).await
     {
         return failure(&headers, &e);
     }
-    let mut resp = (StatusCode::OK, Html(page("Signed out", "<p>You are signed out.</p>"))).into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&s, SESSION_COOKIE, "", "/", 0));
+    let mut resp = (
+        StatusCode::OK,
+        Html(page("Signed out", "<p>You are signed out.</p>")),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(&s, SESSION_COOKIE, "", "/", 0),
+    );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

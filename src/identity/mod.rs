@@ -376,11 +376,10 @@ impl SignIn {
             .ok_or_else(|| SignInError::InvalidState("the response has no state".into()))?;
         // Taken, not read: a state works once, whatever happens next.
         let key = format!("ab:login:{}", hex_hash(state));
-        let sealed = self
-            .eph
-            .take(&key)
-            .await?
-            .ok_or_else(|| SignInError::InvalidState("unknown, expired or already used".into()))?;
+        let sealed =
+            self.eph.take(&key).await?.ok_or_else(|| {
+                SignInError::InvalidState("unknown, expired or already used".into())
+            })?;
         let plain = self
             .ring
             .open(&sealed, &aad(org, "login", &key))
@@ -423,7 +422,9 @@ impl SignIn {
         let org_id = OrgId::new(org);
         let user = self.resolve_user(&org_id, &o.cfg, &identity).await?;
         let Some(u) = self.dir.get_user(&org_id, &user).await? else {
-            return Err(SignInError::NotProvisioned("the linked user was deleted".into()));
+            return Err(SignInError::NotProvisioned(
+                "the linked user was deleted".into(),
+            ));
         };
         if !u.active {
             return Err(SignInError::UserInactive);
@@ -513,7 +514,9 @@ impl SignIn {
             .provisioning
             .create_user(&ctx, body)
             .await
-            .map_err(|e| SignInError::NotProvisioned(format!("cannot create the user: {}", e.detail)))?;
+            .map_err(|e| {
+                SignInError::NotProvisioned(format!("cannot create the user: {}", e.detail))
+            })?;
         let user = created.body["id"]
             .as_str()
             .map(|id| UserId::new(id.to_string()))
@@ -587,7 +590,12 @@ impl SignIn {
         let mut out = Vec::new();
         if source != GroupsSource::Assertion {
             let mut g = self.dir.groups_of(org, std::slice::from_ref(user)).await?;
-            out.extend(g.remove(user).unwrap_or_default().into_iter().map(|g| g.display));
+            out.extend(
+                g.remove(user)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|g| g.display),
+            );
         }
         if source != GroupsSource::Scim {
             out.extend(self.identities.asserted_groups(org, user).await?);
@@ -659,7 +667,10 @@ mod tests {
 
     #[test]
     fn return_to_stays_on_this_broker() {
-        assert_eq!(safe_return_to("acme", Some("/auth/acme/me?x=1")), "/auth/acme/me?x=1");
+        assert_eq!(
+            safe_return_to("acme", Some("/auth/acme/me?x=1")),
+            "/auth/acme/me?x=1"
+        );
         for bad in [
             "https://evil.example/",
             "//evil.example/x",
@@ -669,7 +680,11 @@ mod tests {
             "relative/path",
             "/ok\r\nSet-Cookie: x=y",
         ] {
-            assert_eq!(safe_return_to("acme", Some(bad)), "/auth/acme/me", "{bad:?}");
+            assert_eq!(
+                safe_return_to("acme", Some(bad)),
+                "/auth/acme/me",
+                "{bad:?}"
+            );
         }
         assert_eq!(safe_return_to("acme", None), "/auth/acme/me");
     }

@@ -186,7 +186,9 @@ impl OidcProvider {
             .map_err(|e| SignInError::TokenExchange(describe_token_error(&e)))?;
         let id_token = response
             .id_token()
-            .ok_or_else(|| SignInError::InvalidIdToken("the token response has no id_token".into()))?
+            .ok_or_else(|| {
+                SignInError::InvalidIdToken("the token response has no id_token".into())
+            })?
             .clone();
         let jwks = metadata.jwks().clone();
         match self.verify(&id_token, jwks, nonce) {
@@ -264,9 +266,7 @@ impl OidcProvider {
         let payload = payload(&id_token.to_string())?;
         if let Some(azp) = payload.get("azp") {
             if azp.as_str() != Some(self.cfg.client_id.as_str()) {
-                return Err(SignInError::InvalidIdToken(
-                    "azp is not this client".into(),
-                ));
+                return Err(SignInError::InvalidIdToken("azp is not this client".into()));
             }
         } else if payload["aud"].as_array().is_some_and(|a| a.len() > 1) {
             return Err(SignInError::InvalidIdToken(

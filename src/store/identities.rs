@@ -55,12 +55,13 @@ impl Identities for SqlStore {
     }
 
     async fn asserted_groups(&self, org: &OrgId, user: &UserId) -> Result<Vec<String>, StoreError> {
-        let row = sqlx::query("SELECT groups FROM asserted_groups WHERE org_id = $1 AND user_id = $2")
-            .bind(org.as_str())
-            .bind(user.as_str())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(map_err)?;
+        let row =
+            sqlx::query("SELECT groups FROM asserted_groups WHERE org_id = $1 AND user_id = $2")
+                .bind(org.as_str())
+                .bind(user.as_str())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(map_err)?;
         match row {
             None => Ok(Vec::new()),
             Some(r) => {
@@ -83,7 +84,8 @@ impl Identities for SqlStore {
         if self.asserted_groups(org, user).await? == sorted {
             return Ok(false);
         }
-        let text = serde_json::to_string(&sorted).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string(&sorted).map_err(|e| StoreError::Internal(e.to_string()))?;
         sqlx::query(
             "INSERT INTO asserted_groups (org_id, user_id, groups, updated_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org_id, user_id) DO UPDATE SET groups = excluded.groups, updated_ms = excluded.updated_ms",

@@ -269,7 +269,10 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
         value: &[u8],
         ttl: std::time::Duration,
     ) -> Result<(), VaultError> {
-        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         map.retain(|_, (until, _)| *until > now);
         map.insert(key.to_string(), (now + ttl, value.to_vec()));
@@ -277,7 +280,10 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         Ok(map
             .get(key)
@@ -286,7 +292,10 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         Ok(map
             .remove(key)
@@ -295,13 +304,19 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
     }
 
     async fn remove(&self, key: &str) -> Result<(), VaultError> {
-        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         map.remove(key);
         Ok(())
     }
 
     async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, VaultError> {
-        let mut map = self.ephemeral.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         map.retain(|_, (until, _)| *until > now);
         if map.contains_key(key) {

@@ -25,6 +25,7 @@
 //! connections reconnect on their own with a short, capped back-off once it returns.
 
 mod bus;
+mod ephemeral;
 mod scripts;
 
 use std::collections::BTreeMap;
@@ -44,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::vault_memory::{check_epoch, check_ids};
 use crate::domain::ids::{OrgId, UserId};
-use crate::domain::vault::{CasOutcome, Ephemeral, Projection, Vault, VaultError, VaultRead};
+use crate::domain::vault::{CasOutcome, Projection, Vault, VaultError, VaultRead};
 
 pub use bus::RedisBus;
 
@@ -584,45 +585,4 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("***@127.0.0.1:1"), "{shown}");
     }
-}
-
-/// Sign-in state, sessions and replay caches as plain Redis strings with a TTL (`SET PX`,
-/// `GETDEL` (Redis 6.2+), `SET NX PX`).
-#[async_trait]
-impl Ephemeral for RedisVault {
-    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), VaultError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms(ttl));
-        self.conn.query::<()>(&cmd, self.op_timeout, "eph.put").await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        self.conn.query(&cmd, self.op_timeout, "eph.get").await
-    }
-
-    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(key);
-        self.conn.query(&cmd, self.op_timeout, "eph.take").await
-    }
-
-    async fn remove(&self, key: &str) -> Result<(), VaultError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(key);
-        self.conn.query::<()>(&cmd, self.op_timeout, "eph.remove").await
-    }
-
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, VaultError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms(ttl));
-        let set: Option<String> = self.conn.query(&cmd, self.op_timeout, "eph.claim").await?;
-        Ok(set.is_some())
-    }
-}
-
-/// A TTL in whole milliseconds, at least one (Redis refuses zero).
-fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

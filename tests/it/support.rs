@@ -208,6 +208,11 @@ impl TestServer {
     /// Starts a broker with a prepared config.
     pub async fn start_with(backend: Backend, config: Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, backend, config).await
+    }
+
+    /// Starts a broker on a listener bound beforehand (when peers must know its address).
+    pub async fn start_on(listener: TcpListener, backend: Backend, config: Config) -> Self {
         let addr = listener.local_addr().unwrap();
         let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
             .await

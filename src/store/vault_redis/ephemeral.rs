@@ -1,0 +1,53 @@
+//! The ephemeral store (sign-in state, sessions, replay caches) on the vault's connection.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::RedisVault;
+use crate::domain::vault::{Ephemeral, VaultError};
+
+/// Sign-in state, sessions and replay caches as plain Redis strings with a TTL (`SET PX`,
+/// `GETDEL` (Redis 6.2+), `SET NX PX`).
+#[async_trait]
+impl Ephemeral for RedisVault {
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), VaultError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms(ttl));
+        self.conn
+            .query::<()>(&cmd, self.op_timeout, "eph.put")
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.conn.query(&cmd, self.op_timeout, "eph.get").await
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(key);
+        self.conn.query(&cmd, self.op_timeout, "eph.take").await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), VaultError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.conn
+            .query::<()>(&cmd, self.op_timeout, "eph.remove")
+            .await
+    }
+
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, VaultError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms(ttl));
+        let set: Option<String> = self.conn.query(&cmd, self.op_timeout, "eph.claim").await?;
+        Ok(set.is_some())
+    }
+}
+
+/// A TTL in whole milliseconds, at least one (Redis refuses zero).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
