@@ -763,7 +763,10 @@ fn resolve_secret_hashes(
 }
 
 mod sign_in;
-pub use sign_in::{GroupsSource, OIDC_ALGORITHMS, OidcConfig, SignInConfig, read_secret};
+pub use sign_in::{
+    GroupsSource, OIDC_ALGORITHMS, OidcConfig, SAML_ALGORITHMS, SamlConfig, SignInConfig,
+    read_secret,
+};
 
 #[cfg(test)]
 mod tests;

@@ -25,8 +25,132 @@ pub struct SignInConfig {
     /// Session lifetime in seconds.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
-    /// The OpenID provider.
+    /// The OpenID provider (exactly one of `oidc` and `saml`).
     pub oidc: Option<OidcConfig>,
+    /// The SAML 2.0 identity provider.
+    pub saml: Option<SamlConfig>,
+}
+
+/// `[orgs.<org>.sign_in.saml]`: a SAML 2.0 IdP, trusted only through pinned certificates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// The IdP's entity id (the `Issuer` of its assertions).
+    pub idp_entity_id: String,
+    /// The IdP's single sign-on URL (HTTP-Redirect binding).
+    pub idp_sso_url: String,
+    /// The IdP's signing certificates, PEM (several during a rollover).
+    #[serde(default)]
+    pub idp_certificates: Vec<String>,
+    /// Files holding them.
+    #[serde(default)]
+    pub idp_certificate_files: Vec<PathBuf>,
+    /// Our entity id (default `<public_url>/auth/<org>/saml/metadata`).
+    #[serde(default)]
+    pub sp_entity_id: Option<String>,
+    /// The attribute identifying the person; the NameID when unset.
+    #[serde(default)]
+    pub subject_attribute: Option<String>,
+    /// The attribute with the groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_attribute: String,
+    /// The attribute with the e-mail address (else a NameID in e-mail form).
+    #[serde(default = "default_email_attribute")]
+    pub email_attribute: String,
+    /// Accepted signature algorithms.
+    #[serde(default = "default_saml_algorithms")]
+    pub signature_algorithms: Vec<String>,
+    /// Largest accepted `SAMLResponse` form value, in bytes, checked before decoding.
+    #[serde(default = "default_saml_max")]
+    pub max_response_bytes: usize,
+}
+
+fn default_email_attribute() -> String {
+    "email".into()
+}
+fn default_saml_algorithms() -> Vec<String> {
+    SAML_ALGORITHMS.iter().map(|a| a.to_string()).collect()
+}
+fn default_saml_max() -> usize {
+    256 * 1024
+}
+
+/// Signature algorithms a SAML assertion may use: RSA and ECDSA with SHA-256 or stronger.
+/// SHA-1 (and DSA) are never accepted.
+pub const SAML_ALGORITHMS: &[&str] = &[
+    "rsa-sha256",
+    "rsa-sha384",
+    "rsa-sha512",
+    "ecdsa-sha256",
+    "ecdsa-sha384",
+    "ecdsa-sha512",
+];
+
+impl SamlConfig {
+    /// The pinned certificates as PEM texts (inline and from files).
+    pub fn certificates(&self) -> Result<Vec<String>, String> {
+        let mut out = self.idp_certificates.clone();
+        for f in &self.idp_certificate_files {
+            out.push(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn validate(&self, key: &str, out: &mut Vec<ConfigProblem>) {
+        if self.idp_entity_id.trim().is_empty() {
+            out.push(problem(format!("{key}.idp_entity_id"), "must not be empty"));
+        }
+        if !url_like(&self.idp_sso_url) {
+            out.push(problem(
+                format!("{key}.idp_sso_url"),
+                "must be an https:// URL (http:// only for localhost)",
+            ));
+        }
+        match self.certificates() {
+            Err(e) => out.push(problem(format!("{key}.idp_certificate_files"), e)),
+            Ok(certs) if certs.is_empty() => out.push(problem(
+                format!("{key}.idp_certificates"),
+                "pin the IdP's signing certificate (idp_certificates or idp_certificate_files): \
+                 assertions are verified only against pinned certificates",
+            )),
+            Ok(certs) => {
+                for (i, pem) in certs.iter().enumerate() {
+                    if openssl::x509::X509::from_pem(pem.as_bytes()).is_err() {
+                        out.push(problem(
+                            format!("{key}.idp_certificates[{i}]"),
+                            "is not a PEM X.509 certificate",
+                        ));
+                    }
+                }
+            }
+        }
+        if self.signature_algorithms.is_empty() {
+            out.push(problem(
+                format!("{key}.signature_algorithms"),
+                "must not be empty",
+            ));
+        }
+        for alg in &self.signature_algorithms {
+            if !SAML_ALGORITHMS.contains(&alg.as_str()) {
+                out.push(problem(
+                    format!("{key}.signature_algorithms"),
+                    format!(
+                        "{alg} is not accepted (one of {}; never SHA-1)",
+                        SAML_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.max_response_bytes < 4096 || self.max_response_bytes > 1024 * 1024 {
+            out.push(problem(
+                format!("{key}.max_response_bytes"),
+                "must be between 4096 and 1048576",
+            ));
+        }
+    }
 }
 
 fn default_session_ttl() -> u64 {
@@ -116,8 +240,18 @@ impl SignInConfig {
                 "must be at least 60",
             ));
         }
+        if let Some(saml) = &self.saml {
+            if self.oidc.is_some() {
+                out.push(problem(&base, "give exactly one of oidc or saml"));
+            }
+            saml.validate(&format!("{base}.saml"), &mut out);
+            return out;
+        }
         let Some(oidc) = &self.oidc else {
-            out.push(problem(&base, "needs an identity provider: [sign_in.oidc]"));
+            out.push(problem(
+                &base,
+                "needs an identity provider: [sign_in.oidc] or [sign_in.saml]",
+            ));
             return out;
         };
         let key = format!("{base}.oidc");

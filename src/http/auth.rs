@@ -2,8 +2,8 @@
 //! Failures answer a plain HTML page (problem+json when the client asks for JSON) with no
 //! session; every one is audited by the sign-in service.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,13 +14,17 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::Problem;
 use crate::domain::{OrgId, UserId};
-use crate::identity::{Callback, LOGIN_COOKIE, SESSION_COOKIE, Session, SignInError};
+use crate::identity::{
+    AcsForm, Callback, LOGIN_COOKIE, SAML_COOKIE, SESSION_COOKIE, Session, SignInError,
+};
 
 /// The sign-in routes.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/auth/{org}/login", get(login))
         .route("/auth/{org}/oidc/callback", get(callback))
+        .route("/auth/{org}/saml/acs", post(acs))
+        .route("/auth/{org}/saml/metadata", get(saml_metadata))
         .route("/auth/{org}/me", get(me))
         .route("/auth/{org}/logout", post(logout))
 }
@@ -110,10 +114,17 @@ async fn login(
             if let Ok(v) = HeaderValue::from_str(&b.redirect) {
                 h.insert(header::LOCATION, v);
             }
-            h.insert(
-                header::SET_COOKIE,
-                set_cookie(&s, LOGIN_COOKIE, &b.binding, &format!("/auth/{org}/"), 600),
-            );
+            let cookie = if b.saml {
+                // Sent with the IdP's cross-site POST only when SameSite=None (and Secure).
+                HeaderValue::from_str(&format!(
+                    "{SAML_COOKIE}={}; Path=/auth/{org}/saml/; Max-Age=600; HttpOnly; SameSite=None; Secure",
+                    b.binding
+                ))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+            } else {
+                set_cookie(&s, LOGIN_COOKIE, &b.binding, &format!("/auth/{org}/"), 600)
+            };
+            h.insert(header::SET_COOKIE, cookie);
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
@@ -151,6 +162,72 @@ async fn callback(
             resp.headers_mut().append(header::SET_COOKIE, clear_login);
             resp
         }
+    }
+}
+
+async fn acs(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<AcsForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            let status = e.status();
+            let err = SignInError::InvalidAssertion(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the SAMLResponse is larger than allowed".into()
+            } else {
+                "unreadable form".into()
+            });
+            let mut resp = failure(&headers, &err);
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                *resp.status_mut() = status;
+            }
+            return resp;
+        }
+    };
+    let binding = cookie(&headers, SAML_COOKIE);
+    let old = cookie(&headers, SESSION_COOKIE);
+    let clear = HeaderValue::from_str(&format!(
+        "{SAML_COOKIE}=; Path=/auth/{org}/saml/; Max-Age=0; HttpOnly; SameSite=None; Secure"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""));
+    match s.sign_in.finish_saml(&org, &form, binding, old).await {
+        Ok(f) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&f.return_to) {
+                h.insert(header::LOCATION, v);
+            }
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(&s, SESSION_COOKIE, &f.session, "/", f.ttl.as_secs()),
+            );
+            h.append(header::SET_COOKIE, clear);
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            let mut resp = failure(&headers, &e);
+            resp.headers_mut().append(header::SET_COOKIE, clear);
+            resp
+        }
+    }
+}
+
+async fn saml_metadata(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match s.sign_in.saml_metadata(&org) {
+        Ok(xml) => (
+            [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+            xml,
+        )
+            .into_response(),
+        Err(e) => failure(&headers, &e),
     }
 }
 

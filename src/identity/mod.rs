@@ -14,6 +14,7 @@
 //!   every login and end at logout or expiry.
 
 pub mod oidc;
+pub mod saml;
 mod session;
 
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ use crate::service::provisioning::{Provisioning, ScimCtx};
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// The cookie binding a login to the browser that started it.
 pub const LOGIN_COOKIE: &str = "ab_login";
+/// The same for SAML (`SameSite=None; Secure`: it rides on the IdP's cross-site POST).
+pub const SAML_COOKIE: &str = "ab_saml";
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "ab_session";
 
@@ -73,6 +76,12 @@ pub enum SignInError {
     /// Unknown, expired, reused or foreign `state`.
     #[error("invalid sign-in state: {0}")]
     InvalidState(String),
+    /// A SAML response failed validation.
+    #[error("the SAML response is not valid: {0}")]
+    InvalidAssertion(String),
+    /// A SAML assertion was presented a second time.
+    #[error("this assertion was already used")]
+    Replayed,
     /// RFC 9207: the response's `iss` is not our provider's (mix-up attack).
     #[error("the authorization response comes from another issuer")]
     IssuerMismatch,
@@ -103,7 +112,9 @@ impl SignInError {
             SignInError::Unavailable(_) => 503,
             SignInError::InvalidIdToken(_)
             | SignInError::UnknownKey
-            | SignInError::TokenExchange(_) => 401,
+            | SignInError::TokenExchange(_)
+            | SignInError::InvalidAssertion(_)
+            | SignInError::Replayed => 401,
             _ => 400,
         }
     }
@@ -118,6 +129,8 @@ impl SignInError {
             SignInError::TokenExchange(_) => "token_exchange_failed",
             SignInError::InvalidIdToken(_) | SignInError::UnknownKey => "invalid_id_token",
             SignInError::InvalidState(_) => "invalid_state",
+            SignInError::InvalidAssertion(_) => "invalid_assertion",
+            SignInError::Replayed => "assertion_replayed",
             SignInError::IssuerMismatch => "issuer_mismatch",
             SignInError::NotProvisioned(_) => "not_provisioned",
             SignInError::UserInactive => "user_inactive",
@@ -160,6 +173,8 @@ pub struct Begun {
     pub redirect: String,
     /// The login cookie value.
     pub binding: String,
+    /// A SAML login (its binding cookie must survive the IdP's cross-site POST).
+    pub saml: bool,
 }
 
 /// A finished login.
@@ -181,9 +196,53 @@ struct LoginState {
     binding_hash: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct PendingSaml {
+    org: String,
+    request_id: String,
+    return_to: String,
+    binding_hash: String,
+}
+
+/// Login state bound to an org and a browser.
+trait Bound {
+    fn org(&self) -> &str;
+    fn binding_hash(&self) -> &str;
+}
+
+impl Bound for LoginState {
+    fn org(&self) -> &str {
+        &self.org
+    }
+    fn binding_hash(&self) -> &str {
+        &self.binding_hash
+    }
+}
+
+impl Bound for PendingSaml {
+    fn org(&self) -> &str {
+        &self.org
+    }
+    fn binding_hash(&self) -> &str {
+        &self.binding_hash
+    }
+}
+
+/// What the ACS receives (HTTP-POST binding).
+#[derive(Debug, Default, Deserialize)]
+pub struct AcsForm {
+    /// The base64 response.
+    #[serde(rename = "SAMLResponse")]
+    pub saml_response: Option<String>,
+    /// Our RelayState.
+    #[serde(rename = "RelayState")]
+    pub relay_state: Option<String>,
+}
+
 struct OrgSignIn {
     cfg: SignInConfig,
-    oidc: oidc::OidcProvider,
+    oidc: Option<oidc::OidcProvider>,
+    saml: Option<saml::SamlProvider>,
 }
 
 /// The sign-in service.
@@ -229,17 +288,34 @@ impl SignIn {
         let mut orgs = HashMap::new();
         for (id, org) in &config.orgs {
             let Some(cfg) = &org.sign_in else { continue };
-            let Some(o) = &cfg.oidc else { continue };
-            let secret = crate::config::read_secret(&o.client_secret_env, &o.client_secret_file)
-                .map_err(|e| anyhow::anyhow!("orgs.{id}.sign_in.oidc client secret: {e}"))?;
-            let redirect = format!("{}/auth/{id}/oidc/callback", parts.public_url);
-            let provider = oidc::OidcProvider::new(o.clone(), SecretString::from(secret), redirect)
-                .map_err(|e| anyhow::anyhow!("orgs.{id}.sign_in.oidc: {e}"))?;
+            let oidc = match &cfg.oidc {
+                Some(o) => {
+                    let secret =
+                        crate::config::read_secret(&o.client_secret_env, &o.client_secret_file)
+                            .map_err(|e| {
+                                anyhow::anyhow!("orgs.{id}.sign_in.oidc client secret: {e}")
+                            })?;
+                    let redirect = format!("{}/auth/{id}/oidc/callback", parts.public_url);
+                    Some(
+                        oidc::OidcProvider::new(o.clone(), SecretString::from(secret), redirect)
+                            .map_err(|e| anyhow::anyhow!("orgs.{id}.sign_in.oidc: {e}"))?,
+                    )
+                }
+                None => None,
+            };
+            let saml = match &cfg.saml {
+                Some(sc) => Some(
+                    saml::SamlProvider::new(sc.clone(), &parts.public_url, id)
+                        .map_err(|e| anyhow::anyhow!("orgs.{id}.sign_in.saml: {e}"))?,
+                ),
+                None => None,
+            };
             orgs.insert(
                 id.clone(),
                 Arc::new(OrgSignIn {
                     cfg: cfg.clone(),
-                    oidc: provider,
+                    oidc,
+                    saml,
                 }),
             );
         }
@@ -280,13 +356,32 @@ impl SignIn {
     pub async fn begin(&self, org: &str, return_to: Option<&str>) -> Result<Begun, SignInError> {
         let o = self.org(org)?;
         let return_to = safe_return_to(org, return_to);
+        let binding = random_token();
+        if let Some(saml) = &o.saml {
+            // The ACS is reached by a cross-site POST: the RelayState (unguessable, single
+            // use) finds the pending request, the SameSite=None cookie binds it to this browser.
+            let relay = random_token();
+            let (request_id, redirect) = saml.authn_request(&relay)?;
+            let pending = PendingSaml {
+                org: org.to_string(),
+                request_id,
+                return_to,
+                binding_hash: hex_hash(&binding),
+            };
+            self.put_state(org, "saml", &relay, &pending).await?;
+            return Ok(Begun {
+                redirect,
+                binding,
+                saml: true,
+            });
+        }
+        let oidc = o.oidc.as_ref().ok_or(SignInError::UnknownOrg)?;
         let state = random_token();
         let nonce = random_token();
-        let binding = random_token();
         let pkce_verifier = random_token();
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(Sha256::digest(pkce_verifier.as_bytes()));
-        let redirect = o.oidc.authorization_url(&state, &nonce, &challenge).await?;
+        let redirect = oidc.authorization_url(&state, &nonce, &challenge).await?;
         let login = LoginState {
             org: org.to_string(),
             nonce,
@@ -294,11 +389,35 @@ impl SignIn {
             return_to,
             binding_hash: hex_hash(&binding),
         };
-        let key = format!("ab:login:{}", hex_hash(&state));
-        let plain = serde_json::to_vec(&login).map_err(|e| SignInError::Config(e.to_string()))?;
-        let sealed = self.ring.seal(&plain, &aad(org, "login", &key));
+        self.put_state(org, "login", &state, &login).await?;
+        Ok(Begun {
+            redirect,
+            binding,
+            saml: false,
+        })
+    }
+
+    async fn put_state<T: Serialize>(
+        &self,
+        org: &str,
+        kind: &str,
+        token: &str,
+        value: &T,
+    ) -> Result<(), SignInError> {
+        let key = format!("ab:{kind}:{}", hex_hash(token));
+        let plain = serde_json::to_vec(value).map_err(|e| SignInError::Config(e.to_string()))?;
+        let sealed = self.ring.seal(&plain, &aad(org, kind, &key));
         self.eph.put(&key, &sealed, LOGIN_TTL).await?;
-        Ok(Begun { redirect, binding })
+        Ok(())
+    }
+
+    /// The org's SP metadata, when it signs in with SAML.
+    pub fn saml_metadata(&self, org: &str) -> Result<String, SignInError> {
+        self.org(org)?
+            .saml
+            .as_ref()
+            .ok_or(SignInError::UnknownOrg)?
+            .metadata_xml()
     }
 
     /// Finishes an OIDC login. Every failure is audited; no session exists unless this
@@ -311,28 +430,51 @@ impl SignIn {
         old_session: Option<&str>,
     ) -> Result<Finished, SignInError> {
         let result = self.finish_inner(org, cb, binding).await;
+        self.conclude(org, "oidc", result, old_session).await
+    }
+
+    /// Finishes a SAML login at the ACS. Every failure is audited; no session exists unless
+    /// this returns `Ok`.
+    pub async fn finish_saml(
+        &self,
+        org: &str,
+        form: &AcsForm,
+        binding: Option<&str>,
+        old_session: Option<&str>,
+    ) -> Result<Finished, SignInError> {
+        let result = self.finish_saml_inner(org, form, binding).await;
+        self.conclude(org, "saml", result, old_session).await
+    }
+
+    /// Audits the outcome and, on success, opens a new session (ending the browser's old one).
+    async fn conclude(
+        &self,
+        org: &str,
+        method: &str,
+        result: Result<(UserId, oidc::Identity, String), SignInError>,
+        old_session: Option<&str>,
+    ) -> Result<Finished, SignInError> {
         match &result {
             Ok((user, identity, _)) => {
                 self.record(
                     org,
                     "signin.success",
                     user.as_str(),
-                    json!({"method": "oidc", "issuer": identity.issuer, "subject": identity.subject,
+                    json!({"method": method, "issuer": identity.issuer, "subject": identity.subject,
                            "groups": identity.groups, "groups_overage": identity.groups_overage}),
                 );
             }
             Err(e) => {
-                tracing::warn!(org, code = e.code(), error = %e, "sign-in refused");
+                tracing::warn!(org, method, code = e.code(), error = %e, "sign-in refused");
                 self.record(
                     org,
                     "signin.failure",
                     "",
-                    json!({"method": "oidc", "code": e.code(), "reason": e.to_string()}),
+                    json!({"method": method, "code": e.code(), "reason": e.to_string()}),
                 );
             }
         }
         let (user, identity, return_to) = result?;
-        // A new session at every login; the browser's old one ends.
         if let Some(old) = old_session {
             let _ = self.eph.remove(&session_key(old)).await;
         }
@@ -362,6 +504,81 @@ impl SignIn {
         })
     }
 
+    async fn finish_saml_inner(
+        &self,
+        org: &str,
+        form: &AcsForm,
+        binding: Option<&str>,
+    ) -> Result<(UserId, oidc::Identity, String), SignInError> {
+        let o = self.org(org)?;
+        let saml = o.saml.as_ref().ok_or(SignInError::UnknownOrg)?;
+        let relay = form
+            .relay_state
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                SignInError::InvalidState(
+                    "no RelayState: IdP-initiated sign-in is not accepted".into(),
+                )
+            })?;
+        let pending: PendingSaml = self.take_state(org, "saml", relay, binding).await?;
+        let encoded = form
+            .saml_response
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| SignInError::InvalidAssertion("no SAMLResponse".into()))?;
+        let verified = saml.verify(encoded, &pending.request_id).await?;
+        // One use per assertion, across every replica, until it expires.
+        let replay_key = format!(
+            "ab:samlseen:{}",
+            hex_hash(&format!(
+                "{}|{}",
+                saml.idp_entity_id(),
+                verified.assertion_id
+            ))
+        );
+        if !self
+            .eph
+            .claim(&replay_key, Duration::from_secs(verified.remember_secs))
+            .await?
+        {
+            return Err(SignInError::Replayed);
+        }
+        let user = self.admit(org, o, &verified.identity).await?;
+        Ok((user, verified.identity, pending.return_to))
+    }
+
+    /// Takes (once) the login state stored under `token` and checks that this browser started
+    /// the login.
+    async fn take_state<T: serde::de::DeserializeOwned + Bound>(
+        &self,
+        org: &str,
+        kind: &str,
+        token: &str,
+        binding: Option<&str>,
+    ) -> Result<T, SignInError> {
+        let key = format!("ab:{kind}:{}", hex_hash(token));
+        let sealed =
+            self.eph.take(&key).await?.ok_or_else(|| {
+                SignInError::InvalidState("unknown, expired or already used".into())
+            })?;
+        let plain = self
+            .ring
+            .open(&sealed, &aad(org, kind, &key))
+            .map_err(|_| SignInError::InvalidState("not issued for this org".into()))?;
+        let state: T = serde_json::from_slice(&plain)
+            .map_err(|_| SignInError::InvalidState("unreadable".into()))?;
+        let bound = binding.map(hex_hash).unwrap_or_default();
+        let bound_ok: bool =
+            subtle::ConstantTimeEq::ct_eq(bound.as_bytes(), state.binding_hash().as_bytes()).into();
+        if state.org() != org || !bound_ok {
+            return Err(SignInError::InvalidState(
+                "the login was started in another browser".into(),
+            ));
+        }
+        Ok(state)
+    }
+
     async fn finish_inner(
         &self,
         org: &str,
@@ -375,29 +592,12 @@ impl SignIn {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| SignInError::InvalidState("the response has no state".into()))?;
         // Taken, not read: a state works once, whatever happens next.
-        let key = format!("ab:login:{}", hex_hash(state));
-        let sealed =
-            self.eph.take(&key).await?.ok_or_else(|| {
-                SignInError::InvalidState("unknown, expired or already used".into())
-            })?;
-        let plain = self
-            .ring
-            .open(&sealed, &aad(org, "login", &key))
-            .map_err(|_| SignInError::InvalidState("not issued for this org".into()))?;
-        let login: LoginState = serde_json::from_slice(&plain)
-            .map_err(|_| SignInError::InvalidState("unreadable".into()))?;
-        let bound = binding.map(hex_hash).unwrap_or_default();
-        let bound_ok: bool =
-            subtle::ConstantTimeEq::ct_eq(bound.as_bytes(), login.binding_hash.as_bytes()).into();
-        if login.org != org || !bound_ok {
-            return Err(SignInError::InvalidState(
-                "the login was started in another browser".into(),
-            ));
-        }
+        let login: LoginState = self.take_state(org, "login", state, binding).await?;
+        let oidc = o.oidc.as_ref().ok_or(SignInError::UnknownOrg)?;
         // RFC 9207: a provider that sends `iss` must send ours; one that says it does must.
         match cb.iss.as_deref() {
-            Some(iss) if iss != o.oidc.issuer() => return Err(SignInError::IssuerMismatch),
-            None if o.oidc.sends_iss().await? => return Err(SignInError::IssuerMismatch),
+            Some(iss) if iss != oidc.issuer() => return Err(SignInError::IssuerMismatch),
+            None if oidc.sends_iss().await? => return Err(SignInError::IssuerMismatch),
             _ => {}
         }
         if let Some(err) = &cb.error {
@@ -411,16 +611,23 @@ impl SignIn {
             .as_deref()
             .filter(|c| !c.is_empty())
             .ok_or_else(|| SignInError::InvalidState("the response has no code".into()))?;
-        let identity = o
-            .oidc
+        let identity = oidc
             .complete(code, &login.pkce_verifier, &login.nonce)
             .await?;
+        let user = self.admit(org, o, &identity).await?;
+        Ok((user, identity, login.return_to))
+    }
+
+    /// The user behind a verified identity, if active; applies asserted groups.
+    async fn admit(
+        &self,
+        org: &str,
+        o: &OrgSignIn,
+        identity: &oidc::Identity,
+    ) -> Result<UserId, SignInError> {
         let source = o.cfg.groups_source;
-        if identity.groups_overage && source == GroupsSource::Assertion {
-            return Err(SignInError::GroupsOverage);
-        }
         let org_id = OrgId::new(org);
-        let user = self.resolve_user(&org_id, &o.cfg, &identity).await?;
+        let user = self.resolve_user(&org_id, &o.cfg, identity).await?;
         let Some(u) = self.dir.get_user(&org_id, &user).await? else {
             return Err(SignInError::NotProvisioned(
                 "the linked user was deleted".into(),
@@ -429,11 +636,18 @@ impl SignIn {
         if !u.active {
             return Err(SignInError::UserInactive);
         }
-        if source != GroupsSource::Scim && !identity.groups_overage {
+        if source != GroupsSource::Scim {
+            // With an overage the provider did not say which groups the person has: the
+            // groups of earlier sign-ins stop counting (fail closed) rather than linger.
+            let asserted: &[String] = if identity.groups_overage {
+                &[]
+            } else {
+                &identity.groups
+            };
             let now = self.clock.now_ms();
             let changed = self
                 .identities
-                .set_asserted_groups(&org_id, &user, &identity.groups, now)
+                .set_asserted_groups(&org_id, &user, asserted, now)
                 .await?;
             if changed {
                 self.access
@@ -442,7 +656,10 @@ impl SignIn {
                     .map_err(|e| SignInError::Unavailable(e.to_string()))?;
             }
         }
-        Ok((user, identity, login.return_to))
+        if identity.groups_overage && source == GroupsSource::Assertion {
+            return Err(SignInError::GroupsOverage);
+        }
+        Ok(user)
     }
 
     /// The user an identity is: its link, else the SCIM user whose `externalId` is the

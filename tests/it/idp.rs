@@ -55,6 +55,7 @@ pub fn with_oidc(
             max_iat_skew_secs: 300,
             jwks_min_refresh_secs: 30,
         }),
+        saml: None,
     };
     f(&mut sign_in);
     c.orgs.get_mut("acme").unwrap().sign_in = Some(sign_in);

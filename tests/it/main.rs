@@ -16,6 +16,7 @@ mod okta;
 mod ops;
 mod purity;
 mod redis_fixture;
+mod saml;
 mod scim_groups;
 mod scim_users;
 mod store_conformance;

@@ -466,12 +466,19 @@ async fn asserted_groups_grant_and_revoke_like_scim_groups() {
         offboarding.body
     );
 
-    // Entra's overage marker with groups taken from sign-in: refused with a clear reason.
+    // Entra's overage marker with groups taken from sign-in: refused with a clear reason,
+    // and the groups of the earlier sign-in stop counting (fail closed).
+    idp.set_user("jit-1", &["Engineering"]);
+    let (r, _) = sign_in(&browser(), &start).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(s.vend(&id).await.status, StatusCode::OK);
     idp.set_user("jit-1", &[]);
     idp.set_extra(json!({"_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {"endpoint": "https://graph.example"}}}));
     let (r, _) = sign_in(&browser(), &start).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.as_str().unwrap().contains("groups_overage"));
+    let denied = s.vend(&id).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{:?}", denied.body);
 
     // A deactivated user cannot sign in.
     idp.set_extra(json!({}));
