@@ -87,3 +87,87 @@ fn org_ids_are_url_safe() {
     assert!(!valid_org_id("a/b"));
     assert!(!valid_org_id(""));
 }
+
+const ORG: &str = "[orgs.acme]\nscim_token_hashes = [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]\n";
+
+fn sign_in_problems(section: &str) -> Vec<ConfigProblem> {
+    let c = parse(&format!("{ORG}{section}")).unwrap();
+    c.validate()
+}
+
+/// A self-signed certificate made for this test.
+fn test_certificate() -> String {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "test-idp").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+}
+
+#[test]
+fn oidc_refuses_none_and_hmac_algorithms() {
+    let base = "[orgs.acme.sign_in.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n";
+    assert!(
+        sign_in_problems(base).is_empty(),
+        "{:?}",
+        sign_in_problems(base)
+    );
+    for alg in ["none", "HS256", "HS512"] {
+        let p = sign_in_problems(&format!("{base}algorithms = [\"{alg}\"]\n"));
+        assert!(
+            p.iter()
+                .any(|p| p.key == "orgs.acme.sign_in.oidc.algorithms"),
+            "{alg}: {p:?}"
+        );
+    }
+    let p = sign_in_problems(&base.replace("https://idp.example", "http://idp.example"));
+    assert!(p.iter().any(|p| p.key.ends_with("oidc.issuer")), "{p:?}");
+}
+
+#[test]
+fn saml_requires_a_pinned_certificate_and_strong_algorithms() {
+    let base = "[orgs.acme.sign_in.saml]\nidp_entity_id = \"https://idp.example\"\nidp_sso_url = \"https://idp.example/sso\"\n";
+    let p = sign_in_problems(base);
+    assert!(
+        p.iter()
+            .any(|p| p.key.ends_with("saml.idp_certificates") && p.message.contains("pin")),
+        "an IdP without a pinned certificate is refused: {p:?}"
+    );
+    let cert = test_certificate();
+    let pinned = format!("{base}idp_certificates = [\"\"\"{cert}\"\"\"]\n");
+    assert!(
+        sign_in_problems(&pinned).is_empty(),
+        "{:?}",
+        sign_in_problems(&pinned)
+    );
+    let p = sign_in_problems(&format!("{pinned}signature_algorithms = [\"rsa-sha1\"]\n"));
+    assert!(
+        p.iter()
+            .any(|p| p.key.ends_with("saml.signature_algorithms")),
+        "{p:?}"
+    );
+    let p = sign_in_problems(&format!(
+        "{base}idp_certificates = [\"not a certificate\"]\n"
+    ));
+    assert!(p.iter().any(|p| p.message.contains("X.509")), "{p:?}");
+    let both = format!(
+        "{pinned}[orgs.acme.sign_in.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n"
+    );
+    assert!(
+        sign_in_problems(&both)
+            .iter()
+            .any(|p| p.message.contains("exactly one of oidc or saml")),
+        "{:?}",
+        sign_in_problems(&both)
+    );
+}

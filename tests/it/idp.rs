@@ -212,6 +212,7 @@ struct IdpState {
     pending: Mutex<std::collections::HashMap<String, Pending>>,
     jwks_fetches: AtomicUsize,
     token_calls: AtomicUsize,
+    issued: Mutex<Vec<String>>,
 }
 
 /// A provider under the test's control.
@@ -238,6 +239,7 @@ impl HostileIdp {
             pending: Mutex::default(),
             jwks_fetches: AtomicUsize::new(0),
             token_calls: AtomicUsize::new(0),
+            issued: Mutex::default(),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -274,6 +276,11 @@ impl HostileIdp {
     /// How many times the key set was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Every ID token and code it handed out (to search logs for).
+    pub fn issued(&self) -> Vec<String> {
+        self.state.issued.lock().unwrap().clone()
     }
 
     /// How many code exchanges it served.
@@ -325,6 +332,7 @@ async fn authorize(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let code = b64(&rand::random::<[u8; 16]>());
+    s.issued.lock().unwrap().push(code.clone());
     s.pending.lock().unwrap().insert(
         code.clone(),
         Pending {
@@ -418,6 +426,7 @@ async fn token(
         Attack::BadSignature => es256(&s.other, "k1", &claims),
         _ => es256(&s.key, &kid, &claims),
     };
+    s.issued.lock().unwrap().push(id_token.clone());
     Json(json!({
         "access_token": b64(&rand::random::<[u8; 16]>()),
         "token_type": "Bearer", "expires_in": 300, "id_token": id_token,

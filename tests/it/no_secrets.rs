@@ -566,3 +566,156 @@ async fn secrets_never_reach_the_logs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sign-in through OIDC and SAML on the real binary at debug level: no ID token, code,
+/// state, client secret, assertion, RelayState or cookie value reaches the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_material_never_reaches_the_logs() {
+    use crate::idp::{Attack, HostileIdp, browser, session_cookie, sign_in};
+    let dir = temp_dir();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = Secrets::new();
+    let idp = HostileIdp::start().await;
+    let forge = crate::saml::Forge::new().await;
+    let client_secret = format!("oidc-secret-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(dir.join("oidc-secret"), &client_secret).unwrap();
+    let mut toml = config_toml(&data, &s);
+    toml.push_str(&format!(
+        r#"
+[orgs.acme.sign_in.oidc]
+issuer = "{issuer}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+algorithms = ["ES256"]
+
+[orgs.globex]
+scim_token_hashes = ["{scim}"]
+
+[orgs.globex.sign_in.saml]
+idp_entity_id = "https://idp.example/saml/metadata"
+idp_sso_url = "https://idp.example/saml/sso"
+idp_certificates = ["""{cert}"""]
+"#,
+        issuer = idp.issuer,
+        client = crate::idp::CLIENT_ID,
+        secret = dir.join("oidc-secret").display(),
+        scim = hash_str(&s.scim),
+        cert = forge.cert(),
+    ));
+    let config = dir.join("auth-broker.toml");
+    std::fs::write(&config, toml).unwrap();
+    let broker = Broker::start(&dir, &config);
+    let base = broker.base.clone();
+    let http = reqwest::Client::new();
+    for (org, external) in [("acme", "u1"), ("globex", "ann@acme.example")] {
+        let r = http
+            .post(format!("{base}/scim/v2/{org}/Users"))
+            .bearer_auth(&s.scim)
+            .json(&json!({"schemas": [USER], "userName": "ann@acme.example",
+                          "externalId": external, "active": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    let mut secrets: Vec<(&str, String)> = vec![("OIDC client secret", client_secret)];
+    // OIDC: one good login, one forged token.
+    let b = browser();
+    let (r, callback) = sign_in(&b, &format!("{base}/auth/acme/login")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
+    let cookie = session_cookie(&r).unwrap();
+    secrets.push(("session cookie", cookie_value(&cookie)));
+    let q: std::collections::HashMap<String, String> = reqwest::Url::parse(&callback)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    secrets.push(("OIDC state", q["state"].clone()));
+    let me = b
+        .get(format!("{base}/auth/acme/me"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    idp.set_attack(Attack::BadSignature);
+    let (r, _) = sign_in(&browser(), &format!("{base}/auth/acme/login")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    for issued in idp.issued() {
+        secrets.push(("OIDC code or ID token", issued.clone()));
+        if let Some(sig) = issued.rsplit('.').next().filter(|x| x.len() >= 16) {
+            secrets.push(("ID token signature", sig.to_string()));
+        }
+    }
+
+    // SAML: one good login, one wrapped forgery.
+    let saml_base = base.clone();
+    let st = start_globex(&forge, &saml_base).await;
+    let resp = forge_globex(&forge, "valid", &saml_base, &st.request_id).await;
+    let r = post_globex(&saml_base, &st, &resp).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
+    secrets.push((
+        "SAML session cookie",
+        cookie_value(&session_cookie(&r).unwrap()),
+    ));
+    secrets.push(("SAMLResponse", resp.clone()));
+    secrets.push(("RelayState", st.relay.clone()));
+    secrets.push(("SAML binding cookie", cookie_value(&st.cookie)));
+    let decoded = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &resp).unwrap(),
+    )
+    .unwrap();
+    let sig = decoded
+        .split("SignatureValue>")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("</ds:")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(40)
+        .collect::<String>();
+    secrets.push(("assertion signature", sig));
+    let st = start_globex(&forge, &saml_base).await;
+    let forged = forge_globex(&forge, "xsw3", &saml_base, &st.request_id).await;
+    let r = post_globex(&saml_base, &st, &forged).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    secrets.push(("forged SAMLResponse", forged));
+
+    let lines = broker.stop();
+    assert!(
+        lines.iter().any(|l| l.contains("sign-in refused")),
+        "the refusals were logged, so the search covers them"
+    );
+    for (what, value) in &secrets {
+        assert!(value.len() >= 16, "{what} is long enough to search for");
+        if let Some(line) = lines.iter().find(|l| l.contains(value.as_str())) {
+            panic!("the {what} appears in the logs: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap()
+}
+
+async fn start_globex(forge: &crate::saml::Forge, base: &str) -> crate::saml::Started {
+    crate::saml::start_org(forge, base, "globex").await
+}
+
+async fn forge_globex(forge: &crate::saml::Forge, case: &str, base: &str, req: &str) -> String {
+    forge
+        .response_for("globex", case, base, req, json!({}))
+        .await
+}
+
+async fn post_globex(base: &str, st: &crate::saml::Started, resp: &str) -> Resp {
+    crate::saml::post_acs_org(base, "globex", st, resp).await
+}

@@ -102,12 +102,25 @@ impl Forge {
         v["id"].as_str().unwrap().to_string()
     }
 
-    /// A base64 SAMLResponse for `case`.
+    /// A base64 SAMLResponse for `case`, addressed to `acme`.
     pub async fn response(&self, case: &str, base: &str, request_id: &str, extra: Value) -> String {
+        self.response_for("acme", case, base, request_id, extra)
+            .await
+    }
+
+    /// A base64 SAMLResponse for `case`, addressed to `org`.
+    pub async fn response_for(
+        &self,
+        org: &str,
+        case: &str,
+        base: &str,
+        request_id: &str,
+        extra: Value,
+    ) -> String {
         let mut params = json!({
             "dir": self.dir, "case": case, "idp_entity_id": IDP,
-            "sp_entity_id": format!("{base}/auth/acme/saml/metadata"),
-            "acs_url": format!("{base}/auth/acme/saml/acs"),
+            "sp_entity_id": format!("{base}/auth/{org}/saml/metadata"),
+            "acs_url": format!("{base}/auth/{org}/saml/acs"),
             "request_id": request_id, "name_id": "ann@acme.example",
             "attributes": {"email": ["ann@acme.example"], "groups": ["Engineering"]},
         });
@@ -178,19 +191,24 @@ fn with_saml(mut c: Config, cert: &str, f: impl FnOnce(&mut SignInConfig)) -> Co
 }
 
 /// A login started at `base`: the RelayState, the browser-binding cookie, the request ID.
-struct Started {
-    relay: String,
-    cookie: String,
-    request_id: String,
+pub struct Started {
+    pub relay: String,
+    pub cookie: String,
+    pub request_id: String,
 }
 
-async fn start(forge: &Forge, base: &str) -> Started {
+pub async fn start(forge: &Forge, base: &str) -> Started {
+    start_org(forge, base, "acme").await
+}
+
+/// Starts a login of `org`.
+pub async fn start_org(forge: &Forge, base: &str, org: &str) -> Started {
     let r = read(
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
-            .get(format!("{base}/auth/acme/login"))
+            .get(format!("{base}/auth/{org}/login"))
             .send()
             .await
             .unwrap(),
@@ -213,13 +231,18 @@ async fn start(forge: &Forge, base: &str) -> Started {
     }
 }
 
-async fn post_acs(base: &str, st: &Started, response: &str) -> Resp {
+pub async fn post_acs(base: &str, st: &Started, response: &str) -> Resp {
+    post_acs_org(base, "acme", st, response).await
+}
+
+/// Posts a response to the ACS of `org`.
+pub async fn post_acs_org(base: &str, org: &str, st: &Started, response: &str) -> Resp {
     read(
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
-            .post(format!("{base}/auth/acme/saml/acs"))
+            .post(format!("{base}/auth/{org}/saml/acs"))
             .header("cookie", &st.cookie)
             .form(&[
                 ("SAMLResponse", response),
