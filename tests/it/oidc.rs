@@ -265,7 +265,27 @@ async fn every_forged_id_token_is_refused_with_no_session() {
     let b = browser();
     let (r, _) = sign_in(&b, &start).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
-    assert!(session_cookie(&r).is_some());
+    let first = session_cookie(&r).unwrap();
+    // Signing in again in the same browser replaces the session: the old one is dead.
+    let (r, _) = sign_in(&b, &start).await;
+    let second = session_cookie(&r).unwrap();
+    assert_ne!(first, second);
+    let old = read(
+        reqwest::Client::new()
+            .get(format!("{}/auth/acme/me", s.base()))
+            .header("cookie", first.split(';').next().unwrap())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        old.status,
+        StatusCode::UNAUTHORIZED,
+        "the session was rotated"
+    );
+    assert_eq!(me(&b, &s).await.status, StatusCode::OK);
 
     for (attack, code) in [
         (Attack::AlgNone, "invalid_id_token"),

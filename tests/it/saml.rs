@@ -469,3 +469,46 @@ async fn an_assertion_replayed_on_a_second_broker_process_is_refused() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_fails_closed_when_the_shared_store_is_down() {
+    let port = crate::redis_fixture::free_port();
+    let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
+    let forge = Forge::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let c = with_saml(
+        with_redis(
+            with_github(test_config(&url, &dir)),
+            &format!("redis://127.0.0.1:{port}"),
+        ),
+        &forge.cert(),
+        |_| {},
+    );
+    let s = broker_with(listener, c).await;
+    provision_ann(&s).await;
+    let st = start(&forge, &base).await;
+    let resp = forge
+        .response("valid", &base, &st.request_id, json!({}))
+        .await;
+    // The login state and the replay cache live in Redis: without it, no session.
+    redis.kill();
+    let r = post_acs(&base, &st, &resp).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(session_cookie(&r).is_none());
+    // And no login can start.
+    let r = read(
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{base}/auth/acme/login"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    s.stop().await;
+}
