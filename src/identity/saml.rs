@@ -31,6 +31,8 @@ use crate::config::SamlConfig;
 const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
 const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+/// The attribute Entra sends instead of the groups when a user has too many (overage).
+const GROUPS_LINK: &str = "http://schemas.microsoft.com/claims/groups.link";
 /// Clock skew allowed on `NotBefore` and `NotOnOrAfter`.
 pub const CLOCK_SKEW_SECS: i64 = 60;
 
@@ -261,7 +263,8 @@ impl SamlProvider {
                 preferred_username: None,
                 name: attr("displayName").into_iter().next(),
                 groups: attr(&self.cfg.groups_attribute),
-                groups_overage: false,
+                // Entra replaces a long group list by a link to the Graph API.
+                groups_overage: !attr(GROUPS_LINK).is_empty(),
             },
             assertion_id: a.id.clone(),
             remember_secs,

@@ -512,3 +512,31 @@ async fn sign_in_fails_closed_when_the_shared_store_is_down() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_group_overage_in_saml_is_reported_not_ignored() {
+    let forge = Forge::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let c = with_saml(with_github(test_config(&url, &dir)), &forge.cert(), |c| {
+        c.groups_source = GroupsSource::Assertion;
+    });
+    let s = broker_with(listener, c).await;
+    provision_ann(&s).await;
+    let st = start(&forge, &base).await;
+    let link = "http://schemas.microsoft.com/claims/groups.link";
+    let resp = forge
+        .response(
+            "valid",
+            &base,
+            &st.request_id,
+            json!({"attributes": {"email": ["ann@acme.example"], link: ["https://graph.microsoft.com/v1.0/users/x/getMemberObjects"]}}),
+        )
+        .await;
+    let r = post_acs(&base, &st, &resp).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    assert!(r.body.as_str().unwrap().contains("groups_overage"));
+    assert!(session_cookie(&r).is_none());
+    s.stop().await;
+}
