@@ -8,6 +8,12 @@
 
 # --- build stage: compiles the release binary -------------------------------------------------
 FROM rust:1.95-bookworm AS builder
+# The SAML service provider links xmlsec and libxml2 (bindgen needs libclang).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libssl-dev libxml2-dev \
+       libxmlsec1-dev libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole crate (filtered by .dockerignore): manifest, lock file, src/, migrations/ (embedded
 # into the binary at compile time), and the test and bench targets the manifest declares.
@@ -24,8 +30,10 @@ FROM debian:bookworm-slim
 # CA certificates for outbound TLS (PostgreSQL with sslmode, upstream token endpoints). Not
 # version-pinned on purpose: certificate updates should reach every rebuild.
 # hadolint ignore=DL3008
+# xmlsec, libxml2 and OpenSSL at run time for SAML signature verification.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libxmlsec1 libxmlsec1-openssl \
+       libxml2 libssl3 \
     && rm -rf /var/lib/apt/lists/*
 # A fixed non-root uid/gid, so that volume ownership is predictable across rebuilds.
 RUN groupadd --system --gid 10001 auth-broker \
