@@ -1,5 +1,5 @@
-//! Sign-in to the broker through the org's identity provider (OIDC), server-side sessions,
-//! and the users sign-in finds or creates.
+//! Sign-in to the broker through the org's identity provider (OIDC or SAML 2.0), server-side
+//! sessions, and the users sign-in finds or creates.
 //!
 //! - Login state (`state`, `nonce`, PKCE verifier, `return_to`) is kept sealed in the
 //!   ephemeral store for ten minutes under a hash of `state`, taken exactly once, and bound to
@@ -13,9 +13,12 @@
 //! - Sessions live sealed in the ephemeral store under a hash of the cookie, are replaced at
 //!   every login and end at logout or expiry.
 
+mod error;
 pub mod oidc;
 pub mod saml;
 mod session;
+mod state;
+mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,22 +26,25 @@ use std::time::Duration;
 
 use base64::Engine;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use error::SignInError;
 pub use session::Session;
+pub use state::{AcsForm, Begun, Callback, Finished, safe_return_to};
+use state::{Bound, LoginState, PendingSaml, aad, hex_hash, random_token, session_key};
 
-use crate::config::{Config, GroupsSource, SignInConfig};
-use crate::crypto::seal::{Aad, KeyRing};
+use crate::config::{Config, SignInConfig};
+use crate::crypto::seal::KeyRing;
 use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Clock;
-use crate::domain::ports::{Directory, Identities, IndexedAttr, Scan, SortAttr};
+use crate::domain::ports::{Directory, Identities};
 use crate::domain::vault::Ephemeral;
 use crate::domain::{OrgId, UserId};
 use crate::service::access::Access;
 use crate::service::audit_sink::AuditSink;
-use crate::service::provisioning::{Provisioning, ScimCtx};
+use crate::service::provisioning::Provisioning;
 
 /// How long a started login may take.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -48,196 +54,6 @@ pub const LOGIN_COOKIE: &str = "ab_login";
 pub const SAML_COOKIE: &str = "ab_saml";
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "ab_session";
-
-/// Why a sign-in failed; each has a status and a stable code for the error page.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SignInError {
-    /// The org has no sign-in configured.
-    #[error("this org has no sign-in configured")]
-    UnknownOrg,
-    /// Broken configuration.
-    #[error("sign-in is misconfigured: {0}")]
-    Config(String),
-    /// The provider could not be reached or answered nonsense.
-    #[error("the identity provider is unavailable: {0}")]
-    Provider(String),
-    /// The provider returned an error to the callback.
-    #[error("the identity provider refused the sign-in: {0}")]
-    IdpError(String),
-    /// The code exchange failed.
-    #[error("the code exchange failed: {0}")]
-    TokenExchange(String),
-    /// The ID token failed validation.
-    #[error("the ID token is not valid: {0}")]
-    InvalidIdToken(String),
-    /// Signed with a key id the provider's key set does not have (re-fetch, then invalid).
-    #[error("the ID token is signed with an unknown key")]
-    UnknownKey,
-    /// Unknown, expired, reused or foreign `state`.
-    #[error("invalid sign-in state: {0}")]
-    InvalidState(String),
-    /// A SAML response failed validation.
-    #[error("the SAML response is not valid: {0}")]
-    InvalidAssertion(String),
-    /// A SAML assertion was presented a second time.
-    #[error("this assertion was already used")]
-    Replayed,
-    /// RFC 9207: the response's `iss` is not our provider's (mix-up attack).
-    #[error("the authorization response comes from another issuer")]
-    IssuerMismatch,
-    /// No user for this identity and no just-in-time creation.
-    #[error("no user is provisioned for this identity: {0}")]
-    NotProvisioned(String),
-    /// The user is deactivated.
-    #[error("the user is not active")]
-    UserInactive,
-    /// The provider left groups out (Entra overage) and the org takes groups from sign-in.
-    #[error(
-        "the identity provider left the groups out of the ID token because there are too many (group overage); filter the groups in the app registration or use SCIM"
-    )]
-    GroupsOverage,
-    /// Storage unavailable: fail closed.
-    #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl SignInError {
-    /// HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            SignInError::UnknownOrg => 404,
-            SignInError::NotProvisioned(_) | SignInError::UserInactive => 403,
-            SignInError::Config(_) => 500,
-            SignInError::Provider(_) => 502,
-            SignInError::Unavailable(_) => 503,
-            SignInError::InvalidIdToken(_)
-            | SignInError::UnknownKey
-            | SignInError::TokenExchange(_)
-            | SignInError::InvalidAssertion(_)
-            | SignInError::Replayed => 401,
-            _ => 400,
-        }
-    }
-
-    /// Stable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            SignInError::UnknownOrg => "unknown_org",
-            SignInError::Config(_) => "misconfigured",
-            SignInError::Provider(_) => "idp_unavailable",
-            SignInError::IdpError(_) => "idp_error",
-            SignInError::TokenExchange(_) => "token_exchange_failed",
-            SignInError::InvalidIdToken(_) | SignInError::UnknownKey => "invalid_id_token",
-            SignInError::InvalidState(_) => "invalid_state",
-            SignInError::InvalidAssertion(_) => "invalid_assertion",
-            SignInError::Replayed => "assertion_replayed",
-            SignInError::IssuerMismatch => "issuer_mismatch",
-            SignInError::NotProvisioned(_) => "not_provisioned",
-            SignInError::UserInactive => "user_inactive",
-            SignInError::GroupsOverage => "groups_overage",
-            SignInError::Unavailable(_) => "unavailable",
-        }
-    }
-}
-
-impl From<crate::domain::vault::VaultError> for SignInError {
-    fn from(e: crate::domain::vault::VaultError) -> Self {
-        SignInError::Unavailable(e.to_string())
-    }
-}
-
-impl From<crate::domain::StoreError> for SignInError {
-    fn from(e: crate::domain::StoreError) -> Self {
-        SignInError::Unavailable(e.to_string())
-    }
-}
-
-/// What the OIDC callback received.
-#[derive(Debug, Default, Deserialize)]
-pub struct Callback {
-    /// The authorization code.
-    pub code: Option<String>,
-    /// Our `state`.
-    pub state: Option<String>,
-    /// RFC 9207 issuer.
-    pub iss: Option<String>,
-    /// An error from the provider.
-    pub error: Option<String>,
-    /// Its description.
-    pub error_description: Option<String>,
-}
-
-/// A started login: where to send the browser and the binding cookie's value.
-pub struct Begun {
-    /// The provider's authorization URL.
-    pub redirect: String,
-    /// The login cookie value.
-    pub binding: String,
-    /// A SAML login (its binding cookie must survive the IdP's cross-site POST).
-    pub saml: bool,
-}
-
-/// A finished login.
-pub struct Finished {
-    /// The new session cookie value.
-    pub session: String,
-    /// Where to go now (a path on this broker).
-    pub return_to: String,
-    /// The session's lifetime.
-    pub ttl: Duration,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LoginState {
-    org: String,
-    nonce: String,
-    pkce_verifier: String,
-    return_to: String,
-    binding_hash: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PendingSaml {
-    org: String,
-    request_id: String,
-    return_to: String,
-    binding_hash: String,
-}
-
-/// Login state bound to an org and a browser.
-trait Bound {
-    fn org(&self) -> &str;
-    fn binding_hash(&self) -> &str;
-}
-
-impl Bound for LoginState {
-    fn org(&self) -> &str {
-        &self.org
-    }
-    fn binding_hash(&self) -> &str {
-        &self.binding_hash
-    }
-}
-
-impl Bound for PendingSaml {
-    fn org(&self) -> &str {
-        &self.org
-    }
-    fn binding_hash(&self) -> &str {
-        &self.binding_hash
-    }
-}
-
-/// What the ACS receives (HTTP-POST binding).
-#[derive(Debug, Default, Deserialize)]
-pub struct AcsForm {
-    /// The base64 response.
-    #[serde(rename = "SAMLResponse")]
-    pub saml_response: Option<String>,
-    /// Our RelayState.
-    #[serde(rename = "RelayState")]
-    pub relay_state: Option<String>,
-}
 
 struct OrgSignIn {
     cfg: SignInConfig,
@@ -618,136 +434,6 @@ impl SignIn {
         Ok((user, identity, login.return_to))
     }
 
-    /// The user behind a verified identity, if active; applies asserted groups.
-    async fn admit(
-        &self,
-        org: &str,
-        o: &OrgSignIn,
-        identity: &oidc::Identity,
-    ) -> Result<UserId, SignInError> {
-        let source = o.cfg.groups_source;
-        let org_id = OrgId::new(org);
-        let user = self.resolve_user(&org_id, &o.cfg, identity).await?;
-        let Some(u) = self.dir.get_user(&org_id, &user).await? else {
-            return Err(SignInError::NotProvisioned(
-                "the linked user was deleted".into(),
-            ));
-        };
-        if !u.active {
-            return Err(SignInError::UserInactive);
-        }
-        if source != GroupsSource::Scim {
-            // With an overage the provider did not say which groups the person has: the
-            // groups of earlier sign-ins stop counting (fail closed) rather than linger.
-            let asserted: &[String] = if identity.groups_overage {
-                &[]
-            } else {
-                &identity.groups
-            };
-            let now = self.clock.now_ms();
-            let changed = self
-                .identities
-                .set_asserted_groups(&org_id, &user, asserted, now)
-                .await?;
-            if changed {
-                self.access
-                    .sync_user(&org_id, &user, "signin.groups", "signin:oidc")
-                    .await
-                    .map_err(|e| SignInError::Unavailable(e.to_string()))?;
-            }
-        }
-        if identity.groups_overage && source == GroupsSource::Assertion {
-            return Err(SignInError::GroupsOverage);
-        }
-        Ok(user)
-    }
-
-    /// The user an identity is: its link, else the SCIM user whose `externalId` is the
-    /// subject, else (when the org allows it) a new user.
-    async fn resolve_user(
-        &self,
-        org: &OrgId,
-        cfg: &SignInConfig,
-        id: &oidc::Identity,
-    ) -> Result<UserId, SignInError> {
-        if let Some(u) = self
-            .identities
-            .find_identity(org, &id.issuer, &id.subject)
-            .await?
-        {
-            return Ok(u);
-        }
-        let now = self.clock.now_ms();
-        let scan = Scan {
-            lookup: Some((IndexedAttr::ExternalId, id.subject.clone())),
-            sort: SortAttr::Natural,
-            descending: false,
-            offset: 0,
-            limit: 2,
-        };
-        let page = self.dir.scan_users(org, &scan).await?;
-        match page.items.as_slice() {
-            [u] => {
-                return Ok(self
-                    .identities
-                    .link_identity(org, &id.issuer, &id.subject, &u.id, now)
-                    .await?);
-            }
-            [] => {}
-            _ => {
-                return Err(SignInError::NotProvisioned(
-                    "several users carry this subject as externalId".into(),
-                ));
-            }
-        }
-        if !cfg.jit {
-            return Err(SignInError::NotProvisioned(
-                "ask your IdP admin to assign you to the broker's app (SCIM)".into(),
-            ));
-        }
-        let user_name = id
-            .preferred_username
-            .clone()
-            .or_else(|| id.email.clone())
-            .unwrap_or_else(|| id.subject.clone());
-        let mut body = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": user_name,
-            "externalId": id.subject,
-            "active": true,
-        });
-        if let Some(email) = &id.email {
-            body["emails"] = json!([{"value": email, "primary": true, "type": "work"}]);
-        }
-        if let Some(name) = &id.name {
-            body["displayName"] = json!(name);
-        }
-        let ctx = ScimCtx {
-            org: org.clone(),
-            actor: "signin:jit".into(),
-            base_url: format!("{}/scim/v2/{}", self.public_url, org),
-        };
-        let created = self
-            .provisioning
-            .create_user(&ctx, body)
-            .await
-            .map_err(|e| {
-                SignInError::NotProvisioned(format!("cannot create the user: {}", e.detail))
-            })?;
-        let user = created.body["id"]
-            .as_str()
-            .map(|id| UserId::new(id.to_string()))
-            .ok_or_else(|| SignInError::Unavailable("the created user has no id".into()))?;
-        self.access
-            .sync_user(org, &user, "signin.jit", "signin:jit")
-            .await
-            .map_err(|e| SignInError::Unavailable(e.to_string()))?;
-        Ok(self
-            .identities
-            .link_identity(org, &id.issuer, &id.subject, &user, now)
-            .await?)
-    }
-
     /// The session behind a cookie, if it is valid for `org` and not expired.
     pub async fn session(&self, org: &str, cookie: &str) -> Result<Option<Session>, SignInError> {
         let key = session_key(cookie);
@@ -777,49 +463,6 @@ impl SignIn {
         Ok(())
     }
 
-    /// Whether the session's user is, right now, active and in the org's admin group.
-    pub async fn is_admin(&self, org: &str, s: &Session) -> Result<bool, SignInError> {
-        let Some(admin_group) = self.orgs.get(org).and_then(|o| o.cfg.admin_group.clone()) else {
-            return Ok(false);
-        };
-        let org_id = OrgId::new(org);
-        let user = UserId::new(s.user_id.clone());
-        let Some(u) = self.dir.get_user(&org_id, &user).await? else {
-            return Ok(false);
-        };
-        if !u.active {
-            return Ok(false);
-        }
-        Ok(self
-            .groups_for_entitlements(&org_id, &user)
-            .await?
-            .iter()
-            .any(|g| g.eq_ignore_ascii_case(&admin_group)))
-    }
-
-    /// The group names that count for the user's entitlements (per `groups_source`).
-    pub async fn groups_for_entitlements(
-        &self,
-        org: &OrgId,
-        user: &UserId,
-    ) -> Result<Vec<String>, SignInError> {
-        let source = self.access.groups_source(org);
-        let mut out = Vec::new();
-        if source != GroupsSource::Assertion {
-            let mut g = self.dir.groups_of(org, std::slice::from_ref(user)).await?;
-            out.extend(
-                g.remove(user)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|g| g.display),
-            );
-        }
-        if source != GroupsSource::Scim {
-            out.extend(self.identities.asserted_groups(org, user).await?);
-        }
-        Ok(out)
-    }
-
     /// The org's sign-in settings.
     pub fn config(&self, org: &str) -> Option<&SignInConfig> {
         self.orgs.get(org).map(|o| &o.cfg)
@@ -838,71 +481,5 @@ impl SignIn {
         if self.audit.record(entry).is_err() {
             tracing::warn!(org, action, "audit backlog full: sign-in record not queued");
         }
-    }
-}
-
-/// `return_to` if it is a path on this broker, else the user page.
-pub fn safe_return_to(org: &str, return_to: Option<&str>) -> String {
-    match return_to {
-        Some(p)
-            if p.starts_with('/')
-                && !p.starts_with("//")
-                && !p.contains('\\')
-                && !p.chars().any(|c| c.is_control())
-                && p.len() <= 512 =>
-        {
-            p.to_string()
-        }
-        _ => format!("/auth/{org}/me"),
-    }
-}
-
-fn random_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
-fn hex_hash(v: &str) -> String {
-    hex::encode(Sha256::digest(v.as_bytes()))
-}
-
-fn session_key(cookie: &str) -> String {
-    format!("ab:sess:{}", hex_hash(cookie))
-}
-
-fn aad<'a>(org: &'a str, purpose: &'a str, key: &'a str) -> Aad<'a> {
-    Aad {
-        org,
-        user: purpose,
-        connector: key,
-        record_version: 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::safe_return_to;
-
-    #[test]
-    fn return_to_stays_on_this_broker() {
-        assert_eq!(
-            safe_return_to("acme", Some("/auth/acme/me?x=1")),
-            "/auth/acme/me?x=1"
-        );
-        for bad in [
-            "https://evil.example/",
-            "//evil.example/x",
-            "/\\evil.example",
-            "javascript:alert(1)",
-            "",
-            "relative/path",
-            "/ok\r\nSet-Cookie: x=y",
-        ] {
-            assert_eq!(
-                safe_return_to("acme", Some(bad)),
-                "/auth/acme/me",
-                "{bad:?}"
-            );
-        }
-        assert_eq!(safe_return_to("acme", None), "/auth/acme/me");
     }
 }
