@@ -516,3 +516,41 @@ async fn asserted_groups_grant_and_revoke_like_scim_groups() {
     assert!(r.body.as_str().unwrap().contains("user_inactive"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_behind_https() {
+    let idp = HostileIdp::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let mut c = with_oidc(
+        with_github(test_config(&url, &dir)),
+        &idp.issuer,
+        SECRET,
+        |_| {},
+    );
+    // Reached through a TLS-terminating proxy.
+    c.server.public_url = Some("https://broker.example".into());
+    let s = TestServer::start_on(listener, Backend::Postgres, c).await;
+    let r = read(
+        browser()
+            .get(format!("{}/auth/acme/login", s.base()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    let cookie = r.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("; Secure")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let to = r.header("location").unwrap();
+    assert!(
+        to.contains(&urlencode("https://broker.example/auth/acme/oidc/callback")),
+        "the redirect URI is the public one: {to}"
+    );
+    s.stop().await;
+}

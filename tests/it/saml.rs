@@ -296,6 +296,7 @@ async fn signed_responses_sign_in_and_every_forgery_is_refused() {
     assert_eq!(status, StatusCode::OK, "{md}");
     assert!(md.contains(&format!("{base}/auth/acme/saml/acs")), "{md}");
     assert!(md.contains(&format!("{base}/auth/acme/saml/metadata")));
+    assert!(md.contains("WantAssertionsSigned=\"true\""), "{md}");
 
     let cases = forge.cases().await;
     assert!(cases.len() >= 25, "{cases:?}");
