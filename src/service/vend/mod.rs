@@ -5,6 +5,8 @@
 //! from the system of record first). A miss mints, seals and stores with a compare-and-set on
 //! the user's epoch, so a mint racing a revocation can never store or return its token.
 
+mod open_cache;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -12,13 +14,14 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 
 use super::access::{Access, AccessError, token_field};
-use super::tokens::{MintInput, Signer, TokenRecord, Vended, open, seal};
+use super::tokens::{MintInput, Signer, TokenRecord, Vended, seal};
 use crate::crypto::seal::{Aad, KeyRing};
 use crate::domain::clock::Clock;
 use crate::domain::connector::{Connector, Strategy};
 use crate::domain::ports::{Directory, IndexedAttr, Scan, SortAttr};
 use crate::domain::vault::{CasOutcome, Projection, VaultError};
 use crate::domain::{OrgId, StoreError, UserId};
+use open_cache::{OpenCache, Opened};
 
 /// How a gateway names the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +132,7 @@ pub struct Vend {
     refresh_margin_secs: i64,
     connectors: Arc<ConnectorCache>,
     aliases: Arc<AliasCache>,
+    opened: Arc<OpenCache>,
 }
 
 impl Vend {
@@ -152,6 +156,7 @@ impl Vend {
             refresh_margin_secs: refresh_margin_secs as i64,
             connectors: Arc::default(),
             aliases: Arc::default(),
+            opened: Arc::default(),
         }
     }
 
@@ -252,16 +257,16 @@ impl Vend {
                 record_version: projection.epoch,
             };
             if let Some(sealed) = &read.sealed
-                && let Ok(rec) = open(&self.ring, sealed, &aad)
-                && rec.expires_at - now > self.refresh_margin_secs
-                && rec.scopes == scopes
+                && let Ok(o) = self.opened.open(&self.ring, sealed, &aad)
+                && o.record.expires_at - now > self.refresh_margin_secs
+                && o.record.scopes == scopes
             {
                 if self.access.fence().must_recheck(read_at)
                     && !self.still_current(req, &user, projection.epoch).await?
                 {
                     continue;
                 }
-                return Ok(self.vended(&rec, req, &user, true));
+                return Ok(self.served(&o, req, &user));
             }
             let rec = self
                 .mint(req, &user, &scopes, projection.epoch, now)
@@ -377,6 +382,19 @@ impl Vend {
             other => Err(VendError::Upstream(format!(
                 "strategy {other:?} is not available in this version of the broker"
             ))),
+        }
+    }
+
+    /// A token served from the vault, sharing the opened record's secret.
+    fn served(&self, o: &Opened, req: &VendRequest, user: &UserId) -> Vended {
+        Vended {
+            access_token: o.token.clone(),
+            expires_at: o.record.expires_at,
+            scopes: o.record.scopes.clone(),
+            connector: req.connector.clone(),
+            user_id: user.to_string(),
+            cached: true,
+            jti: o.record.jti.clone(),
         }
     }
 
