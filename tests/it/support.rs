@@ -64,9 +64,14 @@ pub async fn fresh_database(backend: Backend) -> (String, PathBuf) {
             dir,
         ),
         Backend::Postgres => {
-            let name = format!("ab_it_{}", uuid::Uuid::new_v4().simple());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let name = format!("ab_it_{now}_{}", uuid::Uuid::new_v4().simple());
             let admin = admin_database_url();
             let mut conn = connect_pg(&admin).await;
+            drop_stale_databases(&mut conn, now).await;
             use sqlx::Connection;
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
@@ -74,6 +79,35 @@ pub async fn fresh_database(backend: Backend) -> (String, PathBuf) {
                 .expect("create test database");
             conn.close().await.ok();
             (with_database(&admin, &name), dir)
+        }
+    }
+}
+
+/// Once per test process: drops the scratch databases of earlier runs (named with their
+/// creation time; anything over two hours old), so repeated runs on one machine do not pile
+/// them up. A run in progress elsewhere is never that old.
+async fn drop_stale_databases(conn: &mut sqlx::PgConnection, now: u64) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'ab\\_it\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let created = name
+            .strip_prefix("ab_it_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        // Names without a time are from before they carried one: stale as well.
+        if created.is_none_or(|t| now.saturating_sub(t) > 2 * 3600) {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut *conn)
+            .await;
         }
     }
 }
