@@ -42,16 +42,56 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// An `HttpOnly; SameSite=Lax` cookie, `Secure` when the broker is reached over https.
 fn set_cookie(s: &AppState, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
     let secure = if s.sign_in.secure_cookies() {
         "; Secure"
     } else {
         ""
     };
-    HeaderValue::from_str(&format!(
+    cookie_header(&format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The SAML login's binding cookie: `SameSite=None; Secure`, so that the browser sends it
+/// with the IdP's cross-site POST to the ACS.
+fn saml_cookie(org: &str, value: &str, max_age: u64) -> HeaderValue {
+    cookie_header(&format!(
+        "{SAML_COOKIE}={value}; Path=/auth/{org}/saml/; Max-Age={max_age}; HttpOnly; SameSite=None; Secure"
+    ))
+}
+
+fn cookie_header(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The answer to a finished login: 303 to `return_to` with the new session, or the failure
+/// page; either way the login's binding cookie (`clear`) is removed.
+fn concluded(
+    s: &AppState,
+    headers: &HeaderMap,
+    result: Result<crate::identity::Finished, SignInError>,
+    clear: HeaderValue,
+) -> Response {
+    let mut resp = match result {
+        Ok(f) => {
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&f.return_to) {
+                h.insert(header::LOCATION, v);
+            }
+            h.append(
+                header::SET_COOKIE,
+                set_cookie(s, SESSION_COOKIE, &f.session, "/", f.ttl.as_secs()),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => failure(headers, &e),
+    };
+    resp.headers_mut().append(header::SET_COOKIE, clear);
+    resp
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -115,12 +155,7 @@ async fn login(
                 h.insert(header::LOCATION, v);
             }
             let cookie = if b.saml {
-                // Sent with the IdP's cross-site POST only when SameSite=None (and Secure).
-                HeaderValue::from_str(&format!(
-                    "{SAML_COOKIE}={}; Path=/auth/{org}/saml/; Max-Age=600; HttpOnly; SameSite=None; Secure",
-                    b.binding
-                ))
-                .unwrap_or_else(|_| HeaderValue::from_static(""))
+                saml_cookie(&org, &b.binding, 600)
             } else {
                 set_cookie(&s, LOGIN_COOKIE, &b.binding, &format!("/auth/{org}/"), 600)
             };
@@ -142,27 +177,8 @@ async fn callback(
     let binding = cookie(&headers, LOGIN_COOKIE);
     let old = cookie(&headers, SESSION_COOKIE);
     let clear_login = set_cookie(&s, LOGIN_COOKIE, "", &format!("/auth/{org}/"), 0);
-    match s.sign_in.finish_oidc(&org, &cb, binding, old).await {
-        Ok(f) => {
-            let mut resp = StatusCode::SEE_OTHER.into_response();
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&f.return_to) {
-                h.insert(header::LOCATION, v);
-            }
-            h.append(
-                header::SET_COOKIE,
-                set_cookie(&s, SESSION_COOKIE, &f.session, "/", f.ttl.as_secs()),
-            );
-            h.append(header::SET_COOKIE, clear_login);
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
-        }
-        Err(e) => {
-            let mut resp = failure(&headers, &e);
-            resp.headers_mut().append(header::SET_COOKIE, clear_login);
-            resp
-        }
-    }
+    let result = s.sign_in.finish_oidc(&org, &cb, binding, old).await;
+    concluded(&s, &headers, result, clear_login)
 }
 
 async fn acs(
@@ -189,31 +205,8 @@ async fn acs(
     };
     let binding = cookie(&headers, SAML_COOKIE);
     let old = cookie(&headers, SESSION_COOKIE);
-    let clear = HeaderValue::from_str(&format!(
-        "{SAML_COOKIE}=; Path=/auth/{org}/saml/; Max-Age=0; HttpOnly; SameSite=None; Secure"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""));
-    match s.sign_in.finish_saml(&org, &form, binding, old).await {
-        Ok(f) => {
-            let mut resp = StatusCode::SEE_OTHER.into_response();
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&f.return_to) {
-                h.insert(header::LOCATION, v);
-            }
-            h.append(
-                header::SET_COOKIE,
-                set_cookie(&s, SESSION_COOKIE, &f.session, "/", f.ttl.as_secs()),
-            );
-            h.append(header::SET_COOKIE, clear);
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
-        }
-        Err(e) => {
-            let mut resp = failure(&headers, &e);
-            resp.headers_mut().append(header::SET_COOKIE, clear);
-            resp
-        }
-    }
+    let result = s.sign_in.finish_saml(&org, &form, binding, old).await;
+    concluded(&s, &headers, result, saml_cookie(&org, "", 0))
 }
 
 async fn saml_metadata(

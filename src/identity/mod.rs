@@ -463,11 +463,6 @@ impl SignIn {
         Ok(())
     }
 
-    /// The org's sign-in settings.
-    pub fn config(&self, org: &str) -> Option<&SignInConfig> {
-        self.orgs.get(org).map(|o| &o.cfg)
-    }
-
     fn record(&self, org: &str, action: &str, user: &str, summary: serde_json::Value) {
         let entry = AuditEntry {
             org: OrgId::new(org),

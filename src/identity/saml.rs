@@ -117,11 +117,6 @@ impl SamlProvider {
         &self.cfg.idp_entity_id
     }
 
-    /// The largest accepted `SAMLResponse`.
-    pub fn max_response_bytes(&self) -> usize {
-        self.cfg.max_response_bytes
-    }
-
     /// SP metadata XML: our entity id, the ACS (HTTP-POST) and that assertions must be signed.
     /// No single logout endpoint is published: sessions end at the broker's logout.
     pub fn metadata_xml(&self) -> Result<String, SignInError> {

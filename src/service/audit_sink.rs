@@ -68,13 +68,6 @@ impl VendAudit {
     }
 }
 
-impl From<VendAudit> for AuditEntry {
-    fn from(v: VendAudit) -> Self {
-        let at = v.at_ms;
-        v.entry(1, at)
-    }
-}
-
 impl VendAudit {
     /// Whether `other` is the same vend but for its time (what folding merges).
     fn same_as(&self, other: &VendAudit) -> bool {
@@ -168,14 +161,6 @@ pub enum Pending {
     Vend(VendAudit),
 }
 
-impl From<Pending> for AuditEntry {
-    fn from(p: Pending) -> Self {
-        match p {
-            Pending::Entry(e) => e,
-            Pending::Vend(v) => v.into(),
-        }
-    }
-}
 /// Most records gathered before they are folded and written.
 const GATHER: usize = 8_192;
 /// Most audit entries written per database batch.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::idp::session_cookie;
+use crate::idp::{browser, session_cookie};
 use crate::support::{
     Backend, Resp, TestServer, fresh_database, read, test_config, with_github, with_redis,
 };
@@ -204,10 +204,7 @@ pub async fn start(forge: &Forge, base: &str) -> Started {
 /// Starts a login of `org`.
 pub async fn start_org(forge: &Forge, base: &str, org: &str) -> Started {
     let r = read(
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        browser()
             .get(format!("{base}/auth/{org}/login"))
             .send()
             .await
@@ -238,10 +235,7 @@ pub async fn post_acs(base: &str, st: &Started, response: &str) -> Resp {
 /// Posts a response to the ACS of `org`.
 pub async fn post_acs_org(base: &str, org: &str, st: &Started, response: &str) -> Resp {
     read(
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        browser()
             .post(format!("{base}/auth/{org}/saml/acs"))
             .header("cookie", &st.cookie)
             .form(&[
@@ -500,10 +494,7 @@ async fn sign_in_fails_closed_when_the_shared_store_is_down() {
     assert!(session_cookie(&r).is_none());
     // And no login can start.
     let r = read(
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
+        browser()
             .get(format!("{base}/auth/acme/login"))
             .send()
             .await

@@ -21,7 +21,7 @@ use crate::domain::connector::{Connector, Strategy};
 use crate::domain::ports::{Directory, IndexedAttr, Scan, SortAttr};
 use crate::domain::vault::{CasOutcome, Projection, VaultError};
 use crate::domain::{OrgId, StoreError, UserId};
-use open_cache::{OpenCache, Opened};
+use open_cache::OpenCache;
 
 /// How a gateway names the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +266,7 @@ impl Vend {
                 {
                     continue;
                 }
-                return Ok(self.served(&o, req, &user));
+                return Ok(self.vended(&o.record, o.token.clone(), req, &user, true));
             }
             let rec = self
                 .mint(req, &user, &scopes, projection.epoch, now)
@@ -284,7 +284,8 @@ impl Vend {
                     {
                         continue;
                     }
-                    return Ok(self.vended(&rec, req, &user, false));
+                    let token = Arc::new(SecretString::from(rec.access_token.clone()));
+                    return Ok(self.vended(&rec, token, req, &user, false));
                 }
                 // Revoked while minting: the token is discarded, never returned; decide again.
                 CasOutcome::EpochMoved => continue,
@@ -385,22 +386,17 @@ impl Vend {
         }
     }
 
-    /// A token served from the vault, sharing the opened record's secret.
-    fn served(&self, o: &Opened, req: &VendRequest, user: &UserId) -> Vended {
+    /// The response of a vend: the record's facts and its token (shared, never copied again).
+    fn vended(
+        &self,
+        rec: &TokenRecord,
+        token: Arc<SecretString>,
+        req: &VendRequest,
+        user: &UserId,
+        cached: bool,
+    ) -> Vended {
         Vended {
-            access_token: o.token.clone(),
-            expires_at: o.record.expires_at,
-            scopes: o.record.scopes.clone(),
-            connector: req.connector.clone(),
-            user_id: user.to_string(),
-            cached: true,
-            jti: o.record.jti.clone(),
-        }
-    }
-
-    fn vended(&self, rec: &TokenRecord, req: &VendRequest, user: &UserId, cached: bool) -> Vended {
-        Vended {
-            access_token: Arc::new(SecretString::from(rec.access_token.clone())),
+            access_token: token,
             expires_at: rec.expires_at,
             scopes: rec.scopes.clone(),
             connector: req.connector.clone(),
