@@ -10,7 +10,11 @@
 //! - `rate`: an open-loop client. Requests are scheduled at fixed intervals, handed round-robin
 //!   to keep-alive connections, and latency is measured from the *scheduled* send time, so a
 //!   slow response delays the requests queued behind it and that delay is counted (no
-//!   coordinated omission). Prints p50 / p99 / p99.9.
+//!   coordinated omission). The end of a request is the kernel's receive timestamp of the
+//!   response (`SO_TIMESTAMPNS`), so the client's own wake-up delay is not charged to the
+//!   server; the time the client had read it is reported too. Schedule and connections share
+//!   one thread (a `timerfd` wakes the schedule). Prints p50 / p99 / p99.9. Against a
+//!   `redis://` base it sends raw `GET`s instead: the floor of this client on this machine.
 //! - `deactivation`: a user holding one token on each of N connectors is deactivated with the
 //!   Okta PATCH (`{"op":"replace","value":{"active":false}}`); the PATCH latency is measured,
 //!   the vault is checked to be empty of the user's tokens when the response arrives, the user
@@ -31,15 +35,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+#[path = "vend/stamped.rs"]
+mod stamped;
 
 const USAGE: &str = "\
 usage: vend <command> [--flag value]...
   setup        --base URL --org ORG --scim-token T --gateway-key K --users N --out FILE
                [--group Engineering] [--connector github]
-  rate         --base URL --org ORG --gateway-key K --users FILE --rate PER_SEC
+  rate         --base http://HOST:PORT --org ORG --gateway-key K --users FILE --rate PER_SEC
                [--duration 10] [--warmup 1] [--connections 50] [--connector github]
+  rate         --base redis://HOST:PORT[/DB] --key KEY --rate PER_SEC [--duration 10]
+               [--warmup 1] [--connections 50]   (the same client against raw Redis GETs)
   deactivation --base URL --org ORG --scim-token T --gateway-key K --redis-url URL
                [--iterations 200] [--tokens 20] [--group Offboarding] [--prefix svc]";
 
@@ -415,8 +424,12 @@ fn token_request(host: &str, key: &str, org: &str, user: &str, connector: &str) 
 /// One keep-alive connection.
 struct Wire {
     addr: String,
+    /// Speaks RESP (Redis) instead of HTTP/1.1.
+    resp: bool,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    /// Kernel receive time (ns, `CLOCK_REALTIME`) of the last exchange's final read.
+    arrived: Option<u64>,
 }
 
 /// What one exchange gave.
@@ -430,17 +443,20 @@ enum Outcome {
 }
 
 impl Wire {
-    fn new(addr: &str) -> Self {
+    fn new(addr: &str, resp: bool) -> Self {
         Self {
             addr: addr.to_string(),
+            resp,
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
+            arrived: None,
         }
     }
 
     async fn connect(&mut self) -> std::io::Result<()> {
         let s = TcpStream::connect(&self.addr).await?;
         s.set_nodelay(true)?;
+        stamped::enable_rx_timestamps(&s)?;
         self.stream = Some(s);
         self.buf.clear();
         Ok(())
@@ -471,6 +487,7 @@ impl Wire {
     }
 
     async fn exchange_inner(&mut self, request: &[u8]) -> Result<(Head, bool), String> {
+        self.arrived = None;
         let stream = self.stream.as_mut().expect("connected");
         stream
             .write_all(request)
@@ -478,7 +495,18 @@ impl Wire {
             .map_err(|e| format!("write: {e}"))?;
         let mut chunk = [0u8; 8192];
         loop {
-            if let Some(head) = parse_head(&self.buf)? {
+            if self.resp {
+                if let Some(len) = parse_resp_reply(&self.buf)? {
+                    self.buf.drain(..len);
+                    let head = Head {
+                        len,
+                        status: 200,
+                        content_length: 0,
+                        close: false,
+                    };
+                    return Ok((head, true));
+                }
+            } else if let Some(head) = parse_head(&self.buf)? {
                 let total = head.len + head.content_length;
                 if self.buf.len() >= total {
                     let body = &self.buf[head.len..total];
@@ -487,10 +515,12 @@ impl Wire {
                     return Ok((head, token));
                 }
             }
-            let n = stream
-                .read(&mut chunk)
+            let (n, at) = stamped::recv(stream, &mut chunk)
                 .await
                 .map_err(|e| format!("read: {e}"))?;
+            if at.is_some() {
+                self.arrived = at;
+            }
             if n == 0 {
                 return Err("connection closed by the broker".into());
             }
@@ -499,11 +529,63 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// Selects a Redis logical database (RESP connections only).
+    async fn select(&mut self, db: u32) -> Result<(), String> {
+        match self
+            .exchange(&resp_command(&["SELECT", &db.to_string()]))
+            .await
+        {
+            Outcome::Ok => Ok(()),
+            _ => Err(format!("SELECT {db} failed")),
+        }
+    }
+}
+
+/// A Redis command as sent on the wire.
+fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// The length of one complete simple-string or bulk reply at the start of `buf`: `Ok(None)`
+/// while incomplete, an error for an error reply, a missing key or anything else.
+fn parse_resp_reply(buf: &[u8]) -> Result<Option<usize>, String> {
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&buf[1..eol]).map_err(|_| "RESP reply is not UTF-8")?;
+    match buf[0] {
+        b'+' => Ok(Some(eol + 2)),
+        b'$' => {
+            let n: i64 = line
+                .parse()
+                .map_err(|_| format!("bad bulk length {line:?}"))?;
+            if n < 0 {
+                return Err("the key does not exist".into());
+            }
+            let total = eol + 2 + n as usize + 2;
+            Ok((buf.len() >= total).then_some(total))
+        }
+        _ => Err(format!("unexpected reply {line:?}")),
+    }
+}
+
 /// Per-connection results of a `rate` run.
 #[derive(Default)]
 struct Tally {
-    /// Latencies (ns, from the scheduled send time) of 200s after the warm-up.
+    /// Latencies (ns) of 200s after the warm-up, from the scheduled send time to the kernel's
+    /// receive timestamp of the response.
     latencies: Vec<u64>,
+    /// The same, to the moment the client had read the whole response.
+    read_latencies: Vec<u64>,
+    /// How late (ns) each measured request started to be written.
+    lags: Vec<u64>,
+    /// Responses that carried a kernel receive timestamp.
+    stamped: u64,
     /// Non-200 statuses after the warm-up.
     statuses: BTreeMap<u16, u64>,
     /// Failed exchanges after the warm-up, with the first reason.
@@ -515,144 +597,93 @@ struct Tally {
 
 fn rate(f: &Flags) -> Result<(), String> {
     let base = f.get("base")?.trim_end_matches('/');
-    let org = f.get("org")?;
-    let key = f.get("gateway-key")?;
-    let users_file = f.get("users")?;
     let per_sec: f64 = f.num("rate", 0.0)?;
     let duration: f64 = f.num("duration", 10.0)?;
     let warmup: f64 = f.num("warmup", 1.0)?;
     let connections: usize = f.num("connections", 50)?;
-    let connector = f.or("connector", "github");
     if per_sec < 1.0 || duration <= 0.0 || connections == 0 {
         return Err("--rate, --duration and --connections must be positive".into());
     }
-    let host = base
-        .strip_prefix("http://")
-        .ok_or("--base must be an http:// URL")?
-        .to_string();
-    let users: Vec<String> = std::io::BufReader::new(
-        std::fs::File::open(users_file).map_err(|e| format!("{users_file}: {e}"))?,
-    )
-    .lines()
-    .map_while(Result::ok)
-    .filter(|l| !l.trim().is_empty())
-    .collect();
-    if users.is_empty() {
-        return Err(format!("{users_file} lists no users"));
-    }
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
-        users
+    // http:// is the broker; redis:// is the same schedule and client against raw Redis
+    // GETs, the floor this machine and this client give any server at that rate.
+    let (host, requests, resp, select) = if let Some(host) = base.strip_prefix("redis://") {
+        let (host, db) = match host.split_once('/') {
+            Some((h, db)) => (h, db.parse::<u32>().map_err(|_| "bad Redis db")?),
+            None => (host, 0),
+        };
+        let key = f.get("key")?;
+        (
+            host.to_string(),
+            vec![resp_command(&["GET", key])],
+            true,
+            db,
+        )
+    } else {
+        let host = base
+            .strip_prefix("http://")
+            .ok_or("--base must be an http:// or redis:// URL")?;
+        let org = f.get("org")?;
+        let key = f.get("gateway-key")?;
+        let users_file = f.get("users")?;
+        let connector = f.or("connector", "github");
+        let users: Vec<String> = std::io::BufReader::new(
+            std::fs::File::open(users_file).map_err(|e| format!("{users_file}: {e}"))?,
+        )
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+        if users.is_empty() {
+            return Err(format!("{users_file} lists no users"));
+        }
+        let requests = users
             .iter()
-            .map(|u| token_request(&host, key, org, u, connector))
-            .collect(),
-    );
+            .map(|u| token_request(host, key, org, u, connector))
+            .collect();
+        (host.to_string(), requests, false, 0)
+    };
+    let requests = Arc::new(requests);
 
-    // The connections live on one client thread (a current-thread runtime), the schedule
-    // on this one: the client takes as little CPU from the broker as it can.
-    let interval = Duration::from_secs_f64(1.0 / per_sec);
+    // One thread does it all: the schedule wakes on a timerfd and hands each due request to
+    // its connection's task on the same thread, so the instrument costs the machine as
+    // little CPU and as few wake-ups as it can.
+    let interval_ns = 1e9 / per_sec;
     let total = ((warmup + duration) * per_sec).round() as usize;
     let warm_count = (warmup * per_sec).round() as usize;
-    let mut senders = Vec::with_capacity(connections);
-    let mut receivers = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize, bool)>();
-        senders.push(tx);
-        receivers.push(rx);
-    }
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let client = {
-        let requests = requests.clone();
-        let host = host.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("client runtime");
-            rt.block_on(async move {
-                let mut wires = Vec::with_capacity(receivers.len());
-                for _ in 0..receivers.len() {
-                    let mut w = Wire::new(&host);
-                    if let Err(e) = w.connect().await {
-                        let _ = ready_tx.send(Err(format!("connect {host}: {e}")));
-                        return Vec::new();
-                    }
-                    wires.push(w);
-                }
-                let _ = ready_tx.send(Ok(()));
-                let tasks: Vec<_> = wires
-                    .into_iter()
-                    .zip(receivers)
-                    .map(|(mut wire, mut rx)| {
-                        let requests = requests.clone();
-                        tokio::spawn(async move {
-                            let mut t = Tally::default();
-                            while let Some((scheduled, user, measured)) = rx.recv().await {
-                                let outcome = wire.exchange(&requests[user]).await;
-                                let took = scheduled.elapsed().as_nanos() as u64;
-                                if !measured {
-                                    continue;
-                                }
-                                t.measured += 1;
-                                match outcome {
-                                    Outcome::Ok => t.latencies.push(took),
-                                    Outcome::Status(s) => *t.statuses.entry(s).or_default() += 1,
-                                    Outcome::Failed(e) => {
-                                        t.failures += 1;
-                                        t.first_failure.get_or_insert(e);
-                                    }
-                                }
-                            }
-                            t
-                        })
-                    })
-                    .collect();
-                let mut out = Vec::with_capacity(tasks.len());
-                for t in tasks {
-                    out.push(t.await.expect("connection task"));
-                }
-                out
-            })
-        })
-    };
-    ready_rx
-        .recv()
-        .map_err(|_| "client thread died".to_string())??;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("client runtime: {e}"))?;
+    let wires = rt.block_on(async {
+        let mut wires = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let mut w = Wire::new(&host, resp);
+            w.connect()
+                .await
+                .map_err(|e| format!("connect {host}: {e}"))?;
+            if select != 0 {
+                w.select(select).await?;
+            }
+            wires.push(w);
+        }
+        Ok::<_, String>(wires)
+    })?;
 
     // What this machine's scheduler alone adds to a wake-up, for reading the tail below.
     let jitter = timer_jitter(Duration::from_secs(1));
-    let histogram_before = broker_histogram(&host);
-
-    // The schedule: request i is due at start + i * interval on connection i % connections.
-    // Everything due is handed out, then the thread sleeps until the next one is due. How
-    // late each measured request left this thread is kept: it is part of its latency.
-    let start = Instant::now() + Duration::from_millis(20);
-    let mut lags = Vec::with_capacity(total - warm_count.min(total));
-    let mut i = 0usize;
-    while i < total {
-        let now = Instant::now();
-        let due = start + interval.mul_f64(i as f64);
-        if due > now {
-            std::thread::sleep(due - now);
-            continue;
-        }
-        while i < total {
-            let due = start + interval.mul_f64(i as f64);
-            if due > now {
-                break;
-            }
-            let measured = i >= warm_count;
-            let _ = senders[i % connections].send((due, i % requests.len(), measured));
-            if measured {
-                lags.push((now - due).as_nanos() as u64);
-            }
-            i += 1;
-        }
-    }
-    let scheduled_end = start + interval.mul_f64(total as f64);
-    drop(senders);
-    let tallies = client.join().map_err(|_| "client thread panicked")?;
-    let drained = Instant::now().saturating_duration_since(scheduled_end);
-    let inside = match (histogram_before, broker_histogram(&host)) {
+    let histogram_before = if resp {
+        Err("no histogram".to_string())
+    } else {
+        broker_histogram(&host)
+    };
+    let (tallies, scheduled_end) =
+        rt.block_on(open_loop(wires, requests, interval_ns, total, warm_count))?;
+    let drained_ns = stamped::real_ns().saturating_sub(scheduled_end);
+    let histogram_after = match &histogram_before {
+        Ok(_) => broker_histogram(&host),
+        Err(e) => Err(e.clone()),
+    };
+    let inside = match (histogram_before, histogram_after) {
         (Ok(before), Ok(after)) => Some(
             after
                 .iter()
@@ -662,11 +693,12 @@ fn rate(f: &Flags) -> Result<(), String> {
         ),
         _ => None,
     };
-    lags.sort_unstable();
-
     let mut all = Tally::default();
     for t in tallies {
         all.latencies.extend(t.latencies);
+        all.read_latencies.extend(t.read_latencies);
+        all.lags.extend(t.lags);
+        all.stamped += t.stamped;
         for (s, n) in t.statuses {
             *all.statuses.entry(s).or_default() += n;
         }
@@ -677,6 +709,10 @@ fn rate(f: &Flags) -> Result<(), String> {
         all.measured += t.measured;
     }
     all.latencies.sort_unstable();
+    all.read_latencies.sort_unstable();
+    all.lags.sort_unstable();
+    let lags = &all.lags;
+    let reads = &all.read_latencies;
     let l = &all.latencies;
     let (p50, p90, p99, p999) = (
         percentile(l, 0.50),
@@ -686,15 +722,18 @@ fn rate(f: &Flags) -> Result<(), String> {
     );
     let max = l.last().copied().unwrap_or(0);
     let non_ok: u64 = all.statuses.values().sum();
-    let achieved = all.measured as f64 / (duration + drained.as_secs_f64());
+    let achieved = all.measured as f64 / (duration + drained_ns as f64 / 1e9);
     println!(
         "rate: {per_sec:.0}/s scheduled over {connections} connections for {duration}s \
          (+{warmup}s warm-up, not counted); {} measured, {:.0}/s completed",
         all.measured, achieved
     );
     println!(
-        "rate: latency from scheduled send: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, \
-         p99.9 {:.3} ms, max {:.3} ms",
+        "rate: latency from scheduled send to the response's arrival at the client socket \
+         (kernel receive timestamp, {} of {} stamped): p50 {:.3} ms, p90 {:.3} ms, \
+         p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        all.stamped,
+        l.len(),
         ms(p50),
         ms(p90),
         ms(p99),
@@ -702,12 +741,19 @@ fn rate(f: &Flags) -> Result<(), String> {
         ms(max)
     );
     println!(
-        "rate: client send lag (included above): p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; \
+        "rate: latency from scheduled send to the client having read the response (adds the \
+         client's own wake-up): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms",
+        ms(percentile(reads, 0.50)),
+        ms(percentile(reads, 0.99)),
+        ms(percentile(reads, 0.999)),
+    );
+    println!(
+        "rate: client send lag (included in both): p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; \
          last response {:.3} ms after the last scheduled send",
-        ms(percentile(&lags, 0.99)),
-        ms(percentile(&lags, 0.999)),
+        ms(percentile(lags, 0.99)),
+        ms(percentile(lags, 0.999)),
         ms(lags.last().copied().unwrap_or(0)),
-        drained.as_secs_f64() * 1e3
+        drained_ns as f64 / 1e6
     );
     println!(
         "rate: machine timer jitter before the run (200 us sleeps, idle broker): p99 {:.3} ms, \
@@ -748,7 +794,7 @@ fn rate(f: &Flags) -> Result<(), String> {
     println!(
         "RESULT rate target={per_sec:.0} measured={} ok={} non_ok={non_ok} failed={} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} lag_p99_ms={:.3} \
-         jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
+         read_p99_ms={:.3} stamped={} jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
         all.measured,
         l.len(),
         all.failures,
@@ -757,11 +803,82 @@ fn rate(f: &Flags) -> Result<(), String> {
         ms(p99),
         ms(p999),
         ms(max),
-        ms(percentile(&lags, 0.99)),
+        ms(percentile(lags, 0.99)),
+        ms(percentile(reads, 0.99)),
+        all.stamped,
         ms(percentile(&jitter, 0.99)),
         ms(jitter.last().copied().unwrap_or(0)),
     );
     Ok(())
+}
+
+/// Runs the schedule: request i is due at `start + i * interval` on connection i % n. Returns
+/// each connection's tally and when the last request was due (ns, `CLOCK_REALTIME`).
+async fn open_loop(
+    wires: Vec<Wire>,
+    requests: Arc<Vec<Vec<u8>>>,
+    interval_ns: f64,
+    total: usize,
+    warm_count: usize,
+) -> Result<(Vec<Tally>, u64), String> {
+    let mut senders = Vec::with_capacity(wires.len());
+    let mut tasks = Vec::with_capacity(wires.len());
+    for mut wire in wires {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, usize, bool)>();
+        senders.push(tx);
+        let requests = requests.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            while let Some((due, user, measured)) = rx.recv().await {
+                let sent = stamped::real_ns();
+                let outcome = wire.exchange(&requests[user]).await;
+                let read = stamped::real_ns();
+                if !measured {
+                    continue;
+                }
+                t.measured += 1;
+                t.lags.push(sent.saturating_sub(due));
+                match outcome {
+                    Outcome::Ok => {
+                        // A stamp outside [sent, read] would be a clock mix-up: use the read.
+                        let arrived = wire.arrived.filter(|a| (sent..=read).contains(a));
+                        t.stamped += u64::from(arrived.is_some());
+                        t.latencies
+                            .push(arrived.unwrap_or(read).saturating_sub(due));
+                        t.read_latencies.push(read.saturating_sub(due));
+                    }
+                    Outcome::Status(s) => *t.statuses.entry(s).or_default() += 1,
+                    Outcome::Failed(e) => {
+                        t.failures += 1;
+                        t.first_failure.get_or_insert(e);
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let timer = stamped::Timer::new().map_err(|e| format!("timerfd: {e}"))?;
+    let start = stamped::real_ns() + 20_000_000;
+    let due = |i: usize| start + (i as f64 * interval_ns) as u64;
+    let n = senders.len();
+    let mut i = 0usize;
+    while i < total {
+        timer
+            .until(due(i))
+            .await
+            .map_err(|e| format!("timerfd: {e}"))?;
+        let now = stamped::real_ns();
+        while i < total && due(i) <= now {
+            let _ = senders[i % n].send((due(i), i % requests.len(), i >= warm_count));
+            i += 1;
+        }
+    }
+    drop(senders);
+    let mut tallies = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        tallies.push(t.await.map_err(|e| format!("connection task: {e}"))?);
+    }
+    Ok((tallies, due(total)))
 }
 
 /// Oversleep of 200 us sleeps on this thread for `span`, ascending (ns).
@@ -993,6 +1110,15 @@ fn self_check() {
     assert_eq!(percentile(&v, 0.999), 999);
     assert_eq!(percentile(&v, 1.0), 1000);
     assert_eq!(percentile(&[], 0.5), 0);
+    assert_eq!(
+        resp_command(&["GET", "k"]),
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    );
+    assert_eq!(parse_resp_reply(b"$3\r\nabc\r\n$1").unwrap(), Some(9));
+    assert_eq!(parse_resp_reply(b"$3\r\nab").unwrap(), None);
+    assert_eq!(parse_resp_reply(b"+OK\r\n").unwrap(), Some(5));
+    assert!(parse_resp_reply(b"$-1\r\n").is_err());
+    assert!(parse_resp_reply(b"-ERR x\r\n").is_err());
     let req = token_request("127.0.0.1:1", "k", "o", "u", "c");
     let text = String::from_utf8(req).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();

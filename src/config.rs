@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Threads serving HTTP, each with its own listener on the shared port and its own vault
+    /// connection; 0 means one per CPU.
+    pub io_threads: usize,
 }
 
 /// `[storage]`
@@ -267,6 +270,16 @@ pub struct GrantConfig {
     pub actions: crate::domain::connector::ActionSet,
 }
 
+impl ServerConfig {
+    /// How many I/O threads to run (`io_threads`, or one per CPU).
+    pub fn io_thread_count(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -275,6 +288,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
+            io_threads: 0,
         }
     }
 }

@@ -174,10 +174,11 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     auth_broker::telemetry::init(&cfg.log);
-    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+    let threads = cfg.server.io_thread_count();
+    let listeners = auth_broker::bind_listeners(&cfg.server.listen, threads)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", cfg.server.listen))?;
-    let bound = listener.local_addr()?;
+    let bound = listeners[0].local_addr()?;
     let prepared = auth_broker::prepare(&cfg, BootstrapSecrets::from_env(), Some(bound)).await?;
     let public = cfg.public_url(Some(bound));
     if let Some(generated) = &prepared.generated {
@@ -185,12 +186,13 @@ async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %bound,
+        io_threads = threads,
         storage = if cfg.storage.database_url.is_some() { "configured" } else { "embedded sqlite" },
         source = ?source,
         "auth-broker serving"
     );
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    auth_broker::serve(prepared, listener, shutdown_signal(), grace).await?;
+    auth_broker::serve_threads(prepared, listeners, shutdown_signal(), grace).await?;
     tracing::info!("auth-broker stopped");
     Ok(())
 }

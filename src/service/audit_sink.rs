@@ -3,10 +3,12 @@
 //! record that cannot be queued (backlog full) means the vend is refused, as Vault does: an
 //! unaudited token is never served. Queue depth is exported as a metric.
 //!
-//! The writer gathers records for up to [`GATHER_WINDOW`] and folds repeated vends of the
-//! same token (same gateway, user, connector, scopes, outcome, token id) into one record
-//! carrying `count`, the first time (`at`) and `last_at`. Nothing is lost: every vend is
-//! counted, with its time known to within the window. This keeps the database's cost per
+//! The writer takes records from the queue every [`GATHER_WINDOW`] and folds repeated vends
+//! of the same token (same gateway, user, connector, scopes, outcome, token id) for up to
+//! [`FOLD_WINDOW`] into one record carrying `count`, the first time (`at`) and `last_at`.
+//! Any other record (a revocation, an admin action) is written at the end of the gather
+//! window it arrived in, with whatever vends were folded so far. Nothing is lost: every vend
+//! is counted, with its time known to within the window. This keeps the database's cost per
 //! vend small when gateways fetch the same user's token many times a second.
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::domain::audit::AuditEntry;
 use crate::domain::ports::AuditWriter;
@@ -23,8 +26,15 @@ use crate::domain::ports::AuditWriter;
 /// path queues compact records, expanded to audit entries by the writer).
 pub const QUEUE_CAPACITY: usize = 16_384;
 
-/// How long the writer gathers records before folding and writing them.
+/// How long the writer gathers records before taking them from the queue; records other
+/// than vends are written at the end of the window they arrived in.
 pub const GATHER_WINDOW: Duration = Duration::from_millis(20);
+
+/// How long repeated vends are folded before they are written.
+pub const FOLD_WINDOW: Duration = Duration::from_millis(200);
+
+/// Most distinct records held in the fold before it is written early.
+const FOLD_MAX: usize = 4_096;
 
 /// The compact audit record of one vend, as queued on the hot path.
 #[derive(Debug, Clone)]
@@ -107,21 +117,38 @@ struct Folded {
     last_ms: i64,
 }
 
-/// Folds repeated vends (see the module docs); other entries pass through. The result keeps
-/// the order in which the first record of each entry came.
-pub fn fold(batch: Vec<Pending>) -> Vec<AuditEntry> {
-    enum Slot {
-        Entry(AuditEntry),
-        Vend(Folded),
-    }
-    let mut out: Vec<Slot> = Vec::with_capacity(batch.len());
-    // hash -> indexes in `out` of the vends with that hash
-    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
-    for p in batch {
+/// Folds repeated vends as records arrive (see the module docs); other entries pass through.
+/// `take` keeps the order in which the first record of each entry came.
+#[derive(Default)]
+struct Folder {
+    out: Vec<Slot>,
+    /// hash -> indexes in `out` of the vends with that hash
+    index: HashMap<u64, Vec<usize>>,
+    /// Whether `out` holds an entry that is not a vend (written without waiting for folds).
+    urgent: bool,
+    /// Flush requests, answered once what came before them is written.
+    acks: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+enum Slot {
+    Entry(AuditEntry),
+    Vend(Folded),
+}
+
+impl Folder {
+    fn push(&mut self, p: Pending) {
         match p {
-            Pending::Entry(e) => out.push(Slot::Entry(e)),
+            Pending::Entry(e) => {
+                self.urgent = true;
+                self.out.push(Slot::Entry(e));
+            }
+            Pending::Flush(ack) => {
+                self.urgent = true;
+                self.acks.push(ack);
+            }
             Pending::Vend(v) => {
-                let slots = index.entry(v.fold_hash()).or_default();
+                let slots = self.index.entry(v.fold_hash()).or_default();
+                let out = &mut self.out;
                 let hit = slots
                     .iter()
                     .copied()
@@ -144,12 +171,39 @@ pub fn fold(batch: Vec<Pending>) -> Vec<AuditEntry> {
             }
         }
     }
-    out.into_iter()
-        .map(|s| match s {
-            Slot::Entry(e) => e,
-            Slot::Vend(f) => f.first.entry(f.count, f.last_ms),
-        })
-        .collect()
+
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    fn take(&mut self) -> Vec<AuditEntry> {
+        self.index.clear();
+        self.urgent = false;
+        std::mem::take(&mut self.out)
+            .into_iter()
+            .map(|s| match s {
+                Slot::Entry(e) => e,
+                Slot::Vend(f) => f.first.entry(f.count, f.last_ms),
+            })
+            .collect()
+    }
+}
+
+/// Folds one batch (see [`Folder`]).
+pub fn fold(batch: Vec<Pending>) -> Vec<AuditEntry> {
+    let mut f = Folder::default();
+    for p in batch {
+        f.push(p);
+    }
+    f.take()
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the queue carries.
@@ -159,6 +213,8 @@ pub enum Pending {
     Entry(AuditEntry),
     /// A vend, expanded by the writer.
     Vend(VendAudit),
+    /// Write everything queued before this, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Most records gathered before they are folded and written.
@@ -187,48 +243,80 @@ impl AuditSink {
         let depth = Arc::new(AtomicI64::new(0));
         let d = depth.clone();
         let task = tokio::spawn(async move {
+            let mut pending = Vec::with_capacity(GATHER);
+            let mut folder = Folder::default();
+            // Records taken from the queue and not yet handed to a writer.
+            let mut taken: i64 = 0;
+            let mut flush_at: Option<Instant> = None;
             // Up to WRITERS batches in flight on separate connections: the writer is bound by
             // database round trips, not CPU, so overlapping them multiplies the drain rate.
-            let mut pending = Vec::with_capacity(GATHER);
             let mut inflight = tokio::task::JoinSet::new();
-            while rx.recv_many(&mut pending, GATHER).await > 0 {
-                // Sleep through the window rather than waking for each record (a wake per
-                // vend would cost the hot path a cross-thread notification), then take what
-                // came meanwhile; the queue holds far more than one window's worth.
-                if pending.len() < GATHER {
-                    tokio::time::sleep(GATHER_WINDOW).await;
-                    while pending.len() < GATHER {
-                        match rx.try_recv() {
-                            Ok(p) => pending.push(p),
-                            Err(_) => break,
+            loop {
+                let closed = tokio::select! {
+                    n = rx.recv_many(&mut pending, GATHER) => n == 0,
+                    () = sleep_until_or_never(flush_at) => false,
+                };
+                if !pending.is_empty() {
+                    // Sleep through the window rather than waking for each record (a wake per
+                    // vend would cost the hot path a cross-thread notification), then take
+                    // what came meanwhile; the queue holds far more than one window's worth.
+                    if pending.len() < GATHER {
+                        tokio::time::sleep(GATHER_WINDOW).await;
+                        while pending.len() < GATHER {
+                            match rx.try_recv() {
+                                Ok(p) => pending.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    flush_at.get_or_insert_with(|| Instant::now() + FOLD_WINDOW);
+                    taken += pending.len() as i64;
+                    for p in pending.drain(..) {
+                        folder.push(p);
+                    }
+                }
+                let due = closed
+                    || folder.urgent
+                    || folder.len() >= FOLD_MAX
+                    || flush_at.is_some_and(|t| t <= Instant::now());
+                if due && taken > 0 {
+                    flush_at = None;
+                    let acks = std::mem::take(&mut folder.acks);
+                    let n = std::mem::take(&mut taken);
+                    let entries = folder.take();
+                    // The records leave the backlog when the batch's last chunk is written.
+                    let left = Arc::new(AtomicI64::new(entries.chunks(BATCH).count() as i64));
+                    for chunk in entries.chunks(BATCH) {
+                        while inflight.len() >= WRITERS {
+                            inflight.join_next().await;
+                        }
+                        let batch = chunk.to_vec();
+                        let (writer, d, left) = (writer.clone(), d.clone(), left.clone());
+                        inflight.spawn(async move {
+                            // Retry until written: records are never dropped silently.
+                            let mut delay = Duration::from_millis(50);
+                            while let Err(e) = writer.append(&batch).await {
+                                tracing::warn!(error = %e, pending = batch.len(), "audit batch not written yet; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(Duration::from_secs(5));
+                            }
+                            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                d.fetch_sub(n, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                    if entries.is_empty() {
+                        d.fetch_sub(n, Ordering::Relaxed);
+                    }
+                    if !acks.is_empty() {
+                        while inflight.join_next().await.is_some() {}
+                        for ack in acks {
+                            let _ = ack.send(());
                         }
                     }
                 }
-                let n = pending.len() as i64;
-                let entries = fold(std::mem::take(&mut pending));
-                // The queued records leave the backlog when the batch's last chunk is written.
-                let left = Arc::new(AtomicI64::new(entries.chunks(BATCH).count() as i64));
-                for chunk in entries.chunks(BATCH) {
-                    while inflight.len() >= WRITERS {
-                        inflight.join_next().await;
-                    }
-                    let batch = chunk.to_vec();
-                    let (writer, d, left) = (writer.clone(), d.clone(), left.clone());
-                    inflight.spawn(async move {
-                        // Retry until written: records are never dropped silently.
-                        let mut delay = Duration::from_millis(50);
-                        while let Err(e) = writer.append(&batch).await {
-                            tracing::warn!(error = %e, pending = batch.len(), "audit batch not written yet; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            d.fetch_sub(n, Ordering::Relaxed);
-                        }
-                    });
-                }
-                if entries.is_empty() {
-                    d.fetch_sub(n, Ordering::Relaxed);
+                if closed {
+                    break;
                 }
             }
             while inflight.join_next().await.is_some() {}
@@ -241,6 +329,17 @@ impl AuditSink {
         self.tx.try_send(entry.into()).map_err(|_| AuditFull)?;
         self.depth.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes every record queued so far (at shutdown); waits for room in the queue.
+    pub async fn flush(&self) {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Pending::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        } else {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Records waiting to be written.
@@ -351,5 +450,90 @@ mod tests {
             .map(|e| e.summary["count"].as_u64().unwrap())
             .sum();
         assert_eq!(total, 1000);
+    }
+
+    /// Collects what the sink writes, with when each batch came.
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<(std::time::Instant, Vec<AuditEntry>)>>);
+
+    #[async_trait::async_trait]
+    impl AuditWriter for Collect {
+        async fn append(&self, entries: &[AuditEntry]) -> Result<(), crate::domain::StoreError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), entries.to_vec()));
+            Ok(())
+        }
+    }
+
+    impl Collect {
+        fn written(&self) -> Vec<AuditEntry> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(_, b)| b.clone())
+                .collect()
+        }
+    }
+
+    fn queue(sink: &AuditSink, p: Pending) {
+        match p {
+            Pending::Vend(v) => sink.record(v).unwrap(),
+            Pending::Entry(e) => sink.record(e).unwrap(),
+            Pending::Flush(_) => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn vends_fold_across_gathers_and_other_records_are_not_held_back() {
+        let out = Arc::new(Collect::default());
+        let (sink, _task) = AuditSink::start(out.clone());
+        // Vends over several gather windows, all within one fold window.
+        for i in 0..3 {
+            queue(&sink, vend("ann", i, Some("j1"), "ok"));
+            tokio::time::sleep(GATHER_WINDOW + Duration::from_millis(5)).await;
+        }
+        assert!(out.written().is_empty(), "vends wait for the fold window");
+        let started = std::time::Instant::now();
+        queue(&sink, entry(100));
+        while out.written().is_empty() {
+            assert!(
+                started.elapsed() < FOLD_WINDOW,
+                "a revocation is written without waiting for the fold window"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let written = out.written();
+        assert_eq!(written.len(), 2, "{written:#?}");
+        assert_eq!(
+            written[0].summary["count"], 3,
+            "one record for the three vends"
+        );
+        assert_eq!(written[1].action, "access.revoke");
+        assert_eq!(sink.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn folded_vends_are_written_after_the_fold_window_or_on_flush() {
+        let out = Arc::new(Collect::default());
+        let (sink, _task) = AuditSink::start(out.clone());
+        queue(&sink, vend("ann", 1, Some("j1"), "ok"));
+        queue(&sink, vend("ann", 2, Some("j1"), "ok"));
+        tokio::time::sleep(FOLD_WINDOW + GATHER_WINDOW * 3).await;
+        let written = out.written();
+        assert_eq!(written.len(), 1, "{written:#?}");
+        assert_eq!(written[0].summary["count"], 2);
+
+        // A flush (shutdown) writes what is being folded at once.
+        queue(&sink, vend("bob", 3, Some("j2"), "ok"));
+        tokio::time::timeout(FOLD_WINDOW / 2, sink.flush())
+            .await
+            .expect("flush does not wait for the fold window");
+        let written = out.written();
+        assert_eq!(written.len(), 2, "{written:#?}");
+        assert_eq!(written[1].resource_id, "bob");
+        assert_eq!(sink.depth(), 0);
     }
 }

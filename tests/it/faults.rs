@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::redis_fixture::{RedisServer, cluster, free_port, redis_url};
@@ -227,13 +227,7 @@ async fn warm_vends_survive_a_database_outage() {
     // The vends served during the outage were audited: their records reach the database.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = s
-            .admin(
-                Method::GET,
-                &format!("/admin/v1/orgs/acme/audit?user={ann}&limit=1000"),
-                None,
-            )
-            .await;
+        let r = s.audit_of(&ann).await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         let vends = r.body["records"]
             .as_array()

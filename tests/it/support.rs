@@ -260,6 +260,38 @@ impl TestServer {
             },
             Duration::from_secs(5),
         ));
+        Self::running(addr, backend, &config, tx, task)
+    }
+
+    /// Starts a broker as the binary serves: `threads` single-threaded I/O runtimes, each
+    /// with its own listener on one port (`serve_threads`).
+    pub async fn start_threaded(backend: Backend, config: Config, threads: usize) -> Self {
+        let listeners = auth_broker::bind_listeners("127.0.0.1:0", threads)
+            .await
+            .expect("listeners bound");
+        let addr = listeners[0].local_addr().unwrap();
+        let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
+            .await
+            .expect("broker prepares");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(auth_broker::serve_threads(
+            prepared,
+            listeners,
+            async move {
+                let _ = rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        Self::running(addr, backend, &config, tx, task)
+    }
+
+    fn running(
+        addr: SocketAddr,
+        backend: Backend,
+        config: &Config,
+        shutdown: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
         Self {
             addr,
             backend,
@@ -269,7 +301,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
-            shutdown: Some(tx),
+            shutdown: Some(shutdown),
             task: Some(task),
         }
     }
@@ -342,6 +374,28 @@ impl TestServer {
             Some(
                 serde_json::json!({"org": "acme", "user": {"id": user_id}, "connector": "github"}),
             ),
+        )
+        .await
+    }
+
+    /// Deactivates an `acme` user the way Okta does (`replace` of `active` without a path).
+    pub async fn okta_deactivate(&self, user_id: &str) -> Resp {
+        self.acme()
+            .patch(
+                &format!("/Users/{user_id}"),
+                serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "value": {"active": false}}]}),
+            )
+            .await
+    }
+
+    /// The `acme` audit records about a user (admin API).
+    pub async fn audit_of(&self, user_id: &str) -> Resp {
+        self.admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/audit?user={user_id}&limit=1000"),
+            None,
         )
         .await
     }

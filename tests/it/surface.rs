@@ -15,7 +15,6 @@ use crate::support::{
     with_github, with_redis,
 };
 
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// The admin key of `globex`.
 const GLOBEX_ADMIN: &str = "ab_admin_globex_test_admin_key_0123456789";
 
@@ -89,14 +88,7 @@ async fn metrics_count_vends_mints_and_revocations() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let before = metrics(&s).await;
 
-    let r = s
-        .acme()
-        .patch(
-            &format!("/Users/{ann}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "replace", "value": {"active": false}}]}),
-        )
-        .await;
+    let r = s.okta_deactivate(&ann).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(s.vend(&ann).await.body["code"], "user_inactive");
     let text = metrics(&s).await;
