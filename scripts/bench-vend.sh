@@ -371,8 +371,19 @@ RATE=$(calc "$VEND_RPS / 2" 0)
 # The client runs at normal priority like everything else: a raised priority made its own
 # wake-ups preempt the broker mid-request. It ends each request at the kernel's receive
 # timestamp of the response, so its own wake-up delay is reported apart, not charged.
+# Time the broker's and Redis's threads spent runnable but waiting for a CPU (schedstat).
+run_delay_ms() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ d += $2 } END { printf "%.0f", d / 1e6 }'; }
+REDIS_PID=$(rcli INFO server | tr -d '\r' | sed -n 's/^process_id://p')
+[ -r "/proc/${REDIS_PID:-0}/schedstat" ] || REDIS_PID=
+q0=$(run_delay_ms "$BROKER_PID")
+[ -n "$REDIS_PID" ] && rq0=$(run_delay_ms "$REDIS_PID")
+t0=$(date +%s.%N)
 "$VEND" rate --base "$BASE" --org "$ORG" --gateway-key "$GATEWAY_KEY" --users "$TMP/users.txt" \
     --rate "$RATE" --duration "$RATE_SECS" --warmup 1 --connections "$CONNECTIONS" >"$TMP/rate.out"
+RATE_WALL=$(calc "$(date +%s.%N) - $t0" 3)
+R_WAIT=$(calc "($(run_delay_ms "$BROKER_PID") - $q0) / $RATE_WALL" 0)
+R_RWAIT=?
+[ -n "$REDIS_PID" ] && R_RWAIT=$(calc "($(run_delay_ms "$REDIS_PID") - $rq0) / $RATE_WALL" 0)
 line=$(grep '^RESULT rate ' "$TMP/rate.out") || die "rate printed no result"
 R_P50=$(val p50_ms)
 R_P99=$(val p99_ms)
@@ -446,6 +457,7 @@ details:
 3 p50 $R_P50 ms, p99.9 $R_P999 ms over $R_N vends ($R_BAD not 200, $R_STAMPED ended by a kernel receive timestamp)
   p99 until the client had read the response (adds its own wake-up) $R_READ99 ms; send lag p99 $R_LAG ms (included in both)
   inside the broker (its /metrics histogram): ${R_IN2:-?} % of these vends took <= 2 ms; machine timer jitter p99 $R_JIT ms, max $R_JITMAX ms
+  waiting for a CPU while runnable (schedstat): broker threads $R_WAIT ms, Redis $R_RWAIT ms per second of the run
   raw Redis GET with the same client at the vend rate ($(fmt "$RATE")/s): p99 $F_P99 ms
 4 $ROUNDS rounds: PATCH active=false p50 $D_P50 ms, max $D_MAX ms (includes the fixed 8 ms revocation fence)
   slowest: $D_SLOWEST; PATCH active=true p50 $D_ON50 ms

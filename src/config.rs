@@ -57,7 +57,7 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_secs: u64,
-    /// Threads serving HTTP, each with its own listener on the shared port and its own vault
+    /// Threads serving HTTP, each given its share of the connections and its own vault
     /// connection; 0 means one per CPU.
     pub io_threads: usize,
 }

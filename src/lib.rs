@@ -10,11 +10,14 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod identity;
+pub mod io_threads;
 pub mod keys;
 pub mod scim;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+
+pub use io_threads::serve_threads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -241,113 +244,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Binds `count` listeners on `addr` sharing one port (`SO_REUSEPORT`), for [`serve_threads`]:
-/// the kernel spreads new connections over them. Port 0 picks one free port for all.
-pub async fn bind_listeners(
-    addr: &str,
-    count: usize,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut at = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
-    })?;
-    let mut out = Vec::with_capacity(count.max(1));
-    for _ in 0..count.max(1) {
-        let socket = if at.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(at)?;
-        let listener = socket.listen(1024)?;
-        at = listener.local_addr()?;
-        out.push(listener.into_std()?);
-    }
-    Ok(out)
-}
-
-/// Serves `router` with one single-threaded runtime per listener (see [`bind_listeners`])
-/// until `shutdown` resolves; background work (audit writer, event bus) stays on the calling
-/// runtime. A request is read, decided, looked up in the vault and answered on one thread,
-/// with no cross-thread wake-up on the way. Shutdown drains as [`serve`] does.
-pub async fn serve_threads(
-    prepared: Prepared,
-    listeners: Vec<std::net::TcpListener>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut threads = Vec::with_capacity(listeners.len());
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let router = prepared.router.clone();
-        let mut stop = stop_rx.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        std::thread::Builder::new()
-            .name(format!("auth-broker-io-{i}"))
-            .spawn(move || {
-                let run = || -> anyhow::Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)?;
-                        // No Nagle delay on responses: gateways and IdPs wait on each answer.
-                        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        });
-                        axum::serve(listener, router)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.wait_for(|stopped| *stopped).await;
-                            })
-                            .await?;
-                        Ok(())
-                    })
-                };
-                let _ = done_tx.send(run());
-            })?;
-        threads.push(done_rx);
-    }
-    let all = futures_util::future::join_all(threads);
-    tokio::pin!(all);
-    let ended = tokio::select! {
-        results = &mut all => Some(results),
-        () = shutdown => None,
-    };
-    let stopped_early = ended.is_some();
-    let results = match ended {
-        // A thread stopped on its own: stop the others and report why.
-        Some(results) => {
-            let _ = stop_tx.send(true);
-            results
-        }
-        None => {
-            let _ = stop_tx.send(true);
-            tokio::select! {
-                results = &mut all => results,
-                () = tokio::time::sleep(grace) => {
-                    tracing::warn!("shutdown grace period elapsed with requests in flight");
-                    Vec::new()
-                }
-            }
-        }
-    };
-    finish(prepared, grace).await;
-    for r in results {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => anyhow::bail!("an I/O thread stopped unexpectedly"),
-        }
-    }
-    if stopped_early {
-        anyhow::bail!("an I/O thread stopped before shutdown");
-    }
-    Ok(())
-}
-
 /// After serving: writes the audit records still folded, then closes the store.
-async fn finish(prepared: Prepared, grace: Duration) {
+pub(crate) async fn finish(prepared: Prepared, grace: Duration) {
     // Records still being folded are written before the store closes.
     if tokio::time::timeout(grace.max(Duration::from_secs(1)), prepared.audit.flush())
         .await

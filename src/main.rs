@@ -175,10 +175,10 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     auth_broker::telemetry::init(&cfg.log);
     let threads = cfg.server.io_thread_count();
-    let listeners = auth_broker::bind_listeners(&cfg.server.listen, threads)
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", cfg.server.listen))?;
-    let bound = listeners[0].local_addr()?;
+    let bound = listener.local_addr()?;
     let prepared = auth_broker::prepare(&cfg, BootstrapSecrets::from_env(), Some(bound)).await?;
     let public = cfg.public_url(Some(bound));
     if let Some(generated) = &prepared.generated {
@@ -192,7 +192,7 @@ async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
         "auth-broker serving"
     );
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    auth_broker::serve_threads(prepared, listeners, shutdown_signal(), grace).await?;
+    auth_broker::serve_threads(prepared, listener, threads, shutdown_signal(), grace).await?;
     tracing::info!("auth-broker stopped");
     Ok(())
 }

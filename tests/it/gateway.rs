@@ -562,6 +562,16 @@ async fn two_replicas_see_each_others_revocations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_closed_and_recovers() {
+    redis_outage(None).await
+}
+
+/// The same on the binary's I/O threads, whose vends use each thread's own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_closed_and_recovers_on_io_threads() {
+    redis_outage(Some(2)).await
+}
+
+async fn redis_outage(io_threads: Option<usize>) {
     let port = crate::redis_fixture::free_port();
     let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
     let (url, dir) = fresh_database(Backend::Postgres).await;
@@ -569,7 +579,10 @@ async fn redis_outage_fails_closed_and_recovers() {
         with_github(test_config(&url, &dir)),
         &format!("redis://127.0.0.1:{port}"),
     );
-    let s = TestServer::start_with(Backend::Postgres, cfg).await;
+    let s = match io_threads {
+        Some(n) => TestServer::start_threaded(Backend::Postgres, cfg, n).await,
+        None => TestServer::start_with(Backend::Postgres, cfg).await,
+    };
     let (ann, _) = engineer(&s, "outage@acme.example").await;
     assert_eq!(s.vend(&ann).await.status, StatusCode::OK);
 
@@ -695,8 +708,8 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
     c.stop().await;
 }
 
-/// The binary's way of serving: several single-threaded runtimes, each with its own listener
-/// on the one port and its own vault connection. Fresh connections land on every thread; all
+/// The binary's way of serving: several single-threaded runtimes, each given its share of the
+/// connections and its own vault connection. Fresh connections land on every thread; all
 /// serve the one stored token, all see the deactivation, and the vends folded in the audit
 /// writer at shutdown are written before the store closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,7 +719,7 @@ async fn io_threads_share_one_port_one_vault_and_the_audit_log() {
     let s = TestServer::start_threaded(Backend::Postgres, cfg.clone(), 3).await;
     let (ann, _) = engineer(&s, "ann@acme.example").await;
     let body = json!({"org": "acme", "user": {"id": ann}, "connector": "github"});
-    // A new connection per vend: the kernel spreads them over the three listeners.
+    // A new connection per vend: they are handed to the three threads in turn.
     let vend_fresh = || async {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)

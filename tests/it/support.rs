@@ -263,20 +263,19 @@ impl TestServer {
         Self::running(addr, backend, &config, tx, task)
     }
 
-    /// Starts a broker as the binary serves: `threads` single-threaded I/O runtimes, each
-    /// with its own listener on one port (`serve_threads`).
+    /// Starts a broker as the binary serves: `threads` single-threaded I/O runtimes that the
+    /// connections are handed to (`serve_threads`).
     pub async fn start_threaded(backend: Backend, config: Config, threads: usize) -> Self {
-        let listeners = auth_broker::bind_listeners("127.0.0.1:0", threads)
-            .await
-            .expect("listeners bound");
-        let addr = listeners[0].local_addr().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
             .await
             .expect("broker prepares");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(auth_broker::serve_threads(
             prepared,
-            listeners,
+            listener,
+            threads,
             async move {
                 let _ = rx.await;
             },
