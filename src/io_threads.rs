@@ -40,6 +40,9 @@ pub async fn serve_threads(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Each thread keeps its runtime until the store is closed: database connections it opened
+    // are driven by that runtime, and the audit flush at shutdown may still use them.
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let mut lanes = Vec::with_capacity(threads.max(1));
     let mut done = Vec::with_capacity(threads.max(1));
     for i in 0..threads.max(1) {
@@ -49,24 +52,30 @@ pub async fn serve_threads(
         let assigned = Assigned { rx, open, local };
         let router = prepared.router.clone();
         let mut stop = stop_rx.clone();
+        let mut release = release_rx.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         std::thread::Builder::new()
             .name(format!("auth-broker-io-{i}"))
             .spawn(move || {
-                let run = || -> anyhow::Result<()> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(
-                        axum::serve(assigned, router)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.wait_for(|stopped| *stopped).await;
-                            })
-                            .into_future(),
-                    )?;
-                    Ok(())
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(e.into()));
+                        return;
+                    }
                 };
-                let _ = done_tx.send(run());
+                rt.block_on(async move {
+                    let served = axum::serve(assigned, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|stopped| *stopped).await;
+                        })
+                        .await;
+                    let _ = done_tx.send(served.map_err(anyhow::Error::from));
+                    let _ = release.wait_for(|released| *released).await;
+                });
             })?;
         done.push(done_rx);
     }
@@ -102,6 +111,7 @@ pub async fn serve_threads(
         },
     };
     crate::finish(prepared, grace).await;
+    let _ = release_tx.send(true);
     for r in results {
         match r {
             Ok(Ok(())) => {}

@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::error::Problem;
+use super::fenced_body::FencedBody;
 use crate::domain::OrgId;
 use crate::domain::connector::Category;
 use crate::domain::policy;
@@ -264,7 +265,7 @@ async fn vend(
                 );
                 return Err((p, "unavailable"));
             }
-            let mut resp = Json(TokenResponse {
+            let body = serde_json::to_vec(&TokenResponse {
                 access_token: v.expose(),
                 token_type: "Bearer",
                 expires_at: crate::domain::clock::rfc3339(v.expires_at * 1000),
@@ -272,8 +273,23 @@ async fn vend(
                 connector: &v.connector,
                 user_id: &v.user_id,
             })
-            .into_response();
-            resp.headers_mut().insert(
+            .map_err(|e| {
+                let p = Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("response encoding: {e}"),
+                );
+                (p, "unavailable")
+            })?;
+            // Written only while the vend fence allows; withheld (connection dropped) after.
+            let body = FencedBody::new(body.into(), v.answer_by, s.metrics.late_answers.clone());
+            let mut resp = axum::body::Body::new(body).into_response();
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
                 header::CACHE_CONTROL,
                 header::HeaderValue::from_static("no-store"),
             );

@@ -169,6 +169,8 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     /// Tokens minted.
     pub mints: AtomicU64,
+    /// Token responses withheld because they could not be written in time (the vend fence).
+    pub late_answers: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -200,6 +202,11 @@ impl Metrics {
                 &self.cache_hits,
             ),
             ("auth_broker_mints_total", "Tokens minted.", &self.mints),
+            (
+                "auth_broker_vend_withheld_total",
+                "Token responses withheld: not written within the vend fence.",
+                &self.late_answers,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod fenced_body;
 pub mod gateway;
 pub mod health;
 pub mod metrics;

@@ -149,6 +149,8 @@ pub struct Vended {
     pub cached: bool,
     /// The token's id (`jti`): what the audit log names instead of the token.
     pub jti: String,
+    /// The response carrying the token must be written before this (the vend fence).
+    pub answer_by: std::time::Instant,
 }
 
 impl std::fmt::Debug for Vended {

@@ -26,4 +26,11 @@ impl VendFence {
     pub fn must_recheck(&self, read_at: Instant) -> bool {
         read_at.elapsed() >= WINDOW / 2
     }
+
+    /// The last moment a vend whose epoch read happened at `read_at` may put its response on
+    /// the wire: a revocation that moved the epoch after that read answers no earlier than
+    /// `read_at + WINDOW`. One millisecond is kept for the write itself.
+    pub fn answer_by(&self, read_at: Instant) -> Instant {
+        read_at + WINDOW - Duration::from_millis(1)
+    }
 }

@@ -261,12 +261,14 @@ impl Vend {
                 && o.record.expires_at - now > self.refresh_margin_secs
                 && o.record.scopes == scopes
             {
-                if self.access.fence().must_recheck(read_at)
-                    && !self.still_current(req, &user, projection.epoch).await?
-                {
+                let Some(answer_by) = self
+                    .answer_by(req, &user, projection.epoch, read_at)
+                    .await?
+                else {
                     continue;
-                }
-                return Ok(self.vended(&o.record, o.token.clone(), req, &user, true));
+                };
+                let token = o.token.clone();
+                return Ok(self.vended(&o.record, token, req, &user, true, answer_by));
             }
             let rec = self
                 .mint(req, &user, &scopes, projection.epoch, now)
@@ -279,13 +281,14 @@ impl Vend {
                 .await?
             {
                 CasOutcome::Stored => {
-                    if self.access.fence().must_recheck(read_at)
-                        && !self.still_current(req, &user, projection.epoch).await?
-                    {
+                    let Some(answer_by) = self
+                        .answer_by(req, &user, projection.epoch, read_at)
+                        .await?
+                    else {
                         continue;
-                    }
+                    };
                     let token = Arc::new(SecretString::from(rec.access_token.clone()));
-                    return Ok(self.vended(&rec, token, req, &user, false));
+                    return Ok(self.vended(&rec, token, req, &user, false, answer_by));
                 }
                 // Revoked while minting: the token is discarded, never returned; decide again.
                 CasOutcome::EpochMoved => continue,
@@ -294,6 +297,37 @@ impl Vend {
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
         ))
+    }
+
+    /// Until when a vend that read the user's epoch at `read_at` may answer: while that read
+    /// is older than the fence allows, the epoch is read again (a slow read is retried, a few
+    /// times); `None` when the epoch has moved. The answer always leaves at least half the
+    /// fence's window for the response to be written.
+    async fn answer_by(
+        &self,
+        req: &VendRequest,
+        user: &UserId,
+        epoch: u64,
+        read_at: Instant,
+    ) -> Result<Option<Instant>, VendError> {
+        let fence = self.access.fence();
+        let mut confirmed = read_at;
+        for _ in 0..3 {
+            if !fence.must_recheck(confirmed) {
+                return Ok(Some(fence.answer_by(confirmed)));
+            }
+            let at = Instant::now();
+            if !self.still_current(req, user, epoch).await? {
+                return Ok(None);
+            }
+            confirmed = at;
+        }
+        if fence.must_recheck(confirmed) {
+            return Err(VendError::Unavailable(
+                "the user's access could not be confirmed quickly enough; retry".into(),
+            ));
+        }
+        Ok(Some(fence.answer_by(confirmed)))
     }
 
     async fn still_current(
@@ -394,6 +428,7 @@ impl Vend {
         req: &VendRequest,
         user: &UserId,
         cached: bool,
+        answer_by: Instant,
     ) -> Vended {
         Vended {
             access_token: token,
@@ -403,6 +438,7 @@ impl Vend {
             user_id: user.to_string(),
             cached,
             jti: rec.jti.clone(),
+            answer_by,
         }
     }
 }
