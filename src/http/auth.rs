@@ -109,6 +109,15 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// The strings of a JSON array, escaped for HTML (nothing for anything else).
+fn escaped_strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| escape(s.as_str().unwrap_or("")))
+        .collect()
+}
+
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
@@ -354,12 +363,7 @@ fn render(v: &Value) -> String {
             ""
         },
     );
-    let groups: Vec<String> = v["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|g| escape(g.as_str().unwrap_or("")))
-        .collect();
+    let groups = escaped_strings(&v["groups"]);
     body.push_str(&format!(
         "<h2>Groups</h2><p>{}</p>",
         if groups.is_empty() {
@@ -378,12 +382,7 @@ fn render(v: &Value) -> String {
     } else {
         body.push_str("<table><tr><th>Connector</th><th>Scopes</th><th>Read</th><th>Write</th><th>Delete</th><th>Token</th></tr>");
         for c in list {
-            let scopes: Vec<String> = c["scopes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| escape(s.as_str().unwrap_or("")))
-                .collect();
+            let scopes = escaped_strings(&c["scopes"]);
             body.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 text(&c["display_name"]),

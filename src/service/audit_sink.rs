@@ -189,15 +189,6 @@ impl Folder {
     }
 }
 
-/// Folds one batch (see [`Folder`]).
-pub fn fold(batch: Vec<Pending>) -> Vec<AuditEntry> {
-    let mut f = Folder::default();
-    for p in batch {
-        f.push(p);
-    }
-    f.take()
-}
-
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until_or_never(at: Option<Instant>) {
     match at {
@@ -363,6 +354,15 @@ impl From<VendAudit> for Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folds one batch, as the writer does between two writes.
+    fn fold(batch: Vec<Pending>) -> Vec<AuditEntry> {
+        let mut f = Folder::default();
+        for p in batch {
+            f.push(p);
+        }
+        f.take()
+    }
     use crate::domain::OrgId;
 
     fn vend(user: &str, at_ms: i64, token: Option<&str>, outcome: &'static str) -> Pending {

@@ -312,20 +312,19 @@ impl Vend {
     ) -> Result<Option<Instant>, VendError> {
         let fence = self.access.fence();
         let mut confirmed = read_at;
-        for _ in 0..3 {
-            if !fence.must_recheck(confirmed) {
-                return Ok(Some(fence.answer_by(confirmed)));
+        let mut rechecks = 0;
+        while fence.must_recheck(confirmed) {
+            if rechecks == 3 {
+                return Err(VendError::Unavailable(
+                    "the user's access could not be confirmed quickly enough; retry".into(),
+                ));
             }
+            rechecks += 1;
             let at = Instant::now();
             if !self.still_current(req, user, epoch).await? {
                 return Ok(None);
             }
             confirmed = at;
-        }
-        if fence.must_recheck(confirmed) {
-            return Err(VendError::Unavailable(
-                "the user's access could not be confirmed quickly enough; retry".into(),
-            ));
         }
         Ok(Some(fence.answer_by(confirmed)))
     }
