@@ -12,9 +12,19 @@
 //!   slow response delays the requests queued behind it and that delay is counted (no
 //!   coordinated omission). The end of a request is the kernel's receive timestamp of the
 //!   response (`SO_TIMESTAMPNS`), so the client's own wake-up delay is not charged to the
-//!   server; the time the client had read it is reported too. Schedule and connections share
-//!   one thread (a `timerfd` wakes the schedule). Prints p50 / p99 / p99.9. Against a
-//!   `redis://` base it sends raw `GET`s instead: the floor of this client on this machine.
+//!   server; the time the client had read it is reported too.
+//!
+//!   The client shares the machine with the broker, so it keeps out of its way and keeps its
+//!   own delays out of the figure the target is read on (the *server* figure):
+//!   - each connection's exchanges are replayed on a timeline without the client's send
+//!     delays: each keeps its time on the wire (send to receive timestamp) and starts when it
+//!     was due or when the previous one would have ended, whichever is later;
+//!   - it runs in `SCHED_BATCH` (`--sched normal` to change), so its wake-ups do not preempt
+//!     the broker.
+//!
+//!   Schedule and connections share one thread (a `timerfd` wakes the schedule). Prints
+//!   p50 / p99 / p99.9 of both figures. Against a `redis://` base it sends raw `GET`s instead:
+//!   the floor of this client on this machine.
 //! - `deactivation`: a user holding one token on each of N connectors is deactivated with the
 //!   Okta PATCH (`{"op":"replace","value":{"active":false}}`); the PATCH latency is measured,
 //!   the vault is checked to be empty of the user's tokens when the response arrives, the user
@@ -47,8 +57,10 @@ usage: vend <command> [--flag value]...
                [--group Engineering] [--connector github]
   rate         --base http://HOST:PORT --org ORG --gateway-key K --users FILE --rate PER_SEC
                [--duration 10] [--warmup 1] [--connections 50] [--connector github]
+               [--sched batch|normal]
   rate         --base redis://HOST:PORT[/DB] --key KEY --rate PER_SEC [--duration 10]
-               [--warmup 1] [--connections 50]   (the same client against raw Redis GETs)
+               [--warmup 1] [--connections 50] [--sched batch|normal]
+               (the same client against raw Redis GETs)
   deactivation --base URL --org ORG --scim-token T --gateway-key K --redis-url URL
                [--iterations 200] [--tokens 20] [--group Offboarding] [--prefix svc]";
 
@@ -580,7 +592,12 @@ struct Tally {
     /// Latencies (ns) of 200s after the warm-up, from the scheduled send time to the kernel's
     /// receive timestamp of the response.
     latencies: Vec<u64>,
-    /// The same, to the moment the client had read the whole response.
+    /// The same on a timeline without the client's own delays: each exchange keeps its time
+    /// on the wire (send to kernel receive timestamp) but starts when it was due or when the
+    /// connection's previous exchange would have ended, whichever is later. What a gateway
+    /// with a CPU of its own would see.
+    server_latencies: Vec<u64>,
+    /// The same as `latencies`, to the moment the client had read the whole response.
     read_latencies: Vec<u64>,
     /// How late (ns) each measured request started to be written.
     lags: Vec<u64>,
@@ -671,6 +688,13 @@ fn rate(f: &Flags) -> Result<(), String> {
 
     // What this machine's scheduler alone adds to a wake-up, for reading the tail below.
     let jitter = timer_jitter(Duration::from_secs(1));
+    // Sharing the machine with the broker, the client must not preempt it on every wake-up;
+    // its own delays are kept out of the server figure below either way.
+    match f.or("sched", "batch") {
+        "batch" => stamped::yield_on_wakeup().map_err(|e| format!("SCHED_BATCH: {e}"))?,
+        "normal" => {}
+        other => return Err(format!("--sched {other}: expected batch or normal")),
+    }
     let histogram_before = if resp {
         Err("no histogram".to_string())
     } else {
@@ -697,6 +721,7 @@ fn rate(f: &Flags) -> Result<(), String> {
     for t in tallies {
         all.latencies.extend(t.latencies);
         all.read_latencies.extend(t.read_latencies);
+        all.server_latencies.extend(t.server_latencies);
         all.lags.extend(t.lags);
         all.stamped += t.stamped;
         for (s, n) in t.statuses {
@@ -710,9 +735,11 @@ fn rate(f: &Flags) -> Result<(), String> {
     }
     all.latencies.sort_unstable();
     all.read_latencies.sort_unstable();
+    all.server_latencies.sort_unstable();
     all.lags.sort_unstable();
     let lags = &all.lags;
     let reads = &all.read_latencies;
+    let served = &all.server_latencies;
     let l = &all.latencies;
     let (p50, p90, p99, p999) = (
         percentile(l, 0.50),
@@ -746,6 +773,15 @@ fn rate(f: &Flags) -> Result<(), String> {
         ms(percentile(reads, 0.50)),
         ms(percentile(reads, 0.99)),
         ms(percentile(reads, 0.999)),
+    );
+    println!(
+        "rate: server figure (each connection's exchanges replayed without the client's own \
+         send delays, each keeping its time on the wire): p50 {:.3} ms, p99 {:.3} ms, \
+         p99.9 {:.3} ms, max {:.3} ms",
+        ms(percentile(served, 0.50)),
+        ms(percentile(served, 0.99)),
+        ms(percentile(served, 0.999)),
+        ms(served.last().copied().unwrap_or(0)),
     );
     println!(
         "rate: client send lag (included in both): p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; \
@@ -794,7 +830,8 @@ fn rate(f: &Flags) -> Result<(), String> {
     println!(
         "RESULT rate target={per_sec:.0} measured={} ok={} non_ok={non_ok} failed={} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} lag_p99_ms={:.3} \
-         read_p99_ms={:.3} stamped={} jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
+         read_p99_ms={:.3} server_p50_ms={:.3} server_p99_ms={:.3} server_p999_ms={:.3} \
+         stamped={} jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
         all.measured,
         l.len(),
         all.failures,
@@ -805,6 +842,9 @@ fn rate(f: &Flags) -> Result<(), String> {
         ms(max),
         ms(percentile(lags, 0.99)),
         ms(percentile(reads, 0.99)),
+        ms(percentile(served, 0.50)),
+        ms(percentile(served, 0.99)),
+        ms(percentile(served, 0.999)),
         all.stamped,
         ms(percentile(&jitter, 0.99)),
         ms(jitter.last().copied().unwrap_or(0)),
@@ -829,29 +869,20 @@ async fn open_loop(
         let requests = requests.clone();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
+            // When this connection would have been free had the client never waited for a
+            // CPU: each exchange keeps the time it took on the wire, but starts at its due
+            // time or when the previous one would have ended, whichever is later.
+            let mut ideal_free = 0u64;
             while let Some((due, user, measured)) = rx.recv().await {
                 let sent = stamped::real_ns();
                 let outcome = wire.exchange(&requests[user]).await;
                 let read = stamped::real_ns();
-                if !measured {
-                    continue;
-                }
-                t.measured += 1;
-                t.lags.push(sent.saturating_sub(due));
-                match outcome {
-                    Outcome::Ok => {
-                        // A stamp outside [sent, read] would be a clock mix-up: use the read.
-                        let arrived = wire.arrived.filter(|a| (sent..=read).contains(a));
-                        t.stamped += u64::from(arrived.is_some());
-                        t.latencies
-                            .push(arrived.unwrap_or(read).saturating_sub(due));
-                        t.read_latencies.push(read.saturating_sub(due));
-                    }
-                    Outcome::Status(s) => *t.statuses.entry(s).or_default() += 1,
-                    Outcome::Failed(e) => {
-                        t.failures += 1;
-                        t.first_failure.get_or_insert(e);
-                    }
+                // A stamp outside [sent, read] would be a clock mix-up: use the read.
+                let arrived = wire.arrived.filter(|a| (sent..=read).contains(a));
+                let ideal_end = ideal_end(due, ideal_free, sent, arrived.unwrap_or(read));
+                ideal_free = ideal_end;
+                if measured {
+                    t.record(due, sent, read, arrived, ideal_end, outcome);
                 }
             }
             t
@@ -879,6 +910,45 @@ async fn open_loop(
         tallies.push(t.await.map_err(|e| format!("connection task: {e}"))?);
     }
     Ok((tallies, due(total)))
+}
+
+/// When an exchange sent at `sent` and answered at `end` would have been answered by a client
+/// that never waited for a CPU: it keeps its time on the wire but starts when it was `due` or
+/// when the connection's previous exchange would have ended (`free`), whichever is later.
+fn ideal_end(due: u64, free: u64, sent: u64, end: u64) -> u64 {
+    due.max(free) + end.saturating_sub(sent)
+}
+
+impl Tally {
+    /// Counts one measured exchange: due at `due`, sent at `sent`, read at `read`, its
+    /// response's kernel receive timestamp `arrived`, and when it would have ended had the
+    /// client never waited for a CPU (`ideal_end`).
+    fn record(
+        &mut self,
+        due: u64,
+        sent: u64,
+        read: u64,
+        arrived: Option<u64>,
+        ideal_end: u64,
+        outcome: Outcome,
+    ) {
+        self.measured += 1;
+        self.lags.push(sent.saturating_sub(due));
+        match outcome {
+            Outcome::Ok => {
+                self.stamped += u64::from(arrived.is_some());
+                let end = arrived.unwrap_or(read);
+                self.latencies.push(end.saturating_sub(due));
+                self.server_latencies.push(ideal_end.saturating_sub(due));
+                self.read_latencies.push(read.saturating_sub(due));
+            }
+            Outcome::Status(s) => *self.statuses.entry(s).or_default() += 1,
+            Outcome::Failed(e) => {
+                self.failures += 1;
+                self.first_failure.get_or_insert(e);
+            }
+        }
+    }
 }
 
 /// Oversleep of 200 us sleeps on this thread for `span`, ascending (ns).
@@ -1134,6 +1204,9 @@ fn self_check() {
         ),
         vec![(0.001, 7), (f64::INFINITY, 9)]
     );
+    // Sent 3 late and answered 2 after; the previous exchange would have ended by 0 or by 14.
+    assert_eq!(ideal_end(10, 0, 13, 15), 12);
+    assert_eq!(ideal_end(10, 14, 20, 22), 16);
     let flags = Flags::parse(&["--rate".into(), "5".into()]).unwrap();
     assert_eq!(flags.num::<f64>("rate", 0.0).unwrap(), 5.0);
     assert!(Flags::parse(&["--rate".into()]).is_err());
