@@ -256,43 +256,45 @@ impl Vend {
                 connector: &field,
                 record_version: projection.epoch,
             };
-            if let Some(sealed) = &read.sealed
-                && let Ok(o) = self.opened.open(&self.ring, sealed, &aad)
-                && o.record.expires_at - now > self.refresh_margin_secs
-                && o.record.scopes == scopes
-            {
-                let Some(answer_by) = self
-                    .answer_by(req, &user, projection.epoch, read_at)
-                    .await?
-                else {
-                    continue;
-                };
-                let token = o.token.clone();
-                return Ok(self.vended(&o.record, token, req, &user, true, answer_by));
-            }
-            let rec = self
-                .mint(req, &user, &scopes, projection.epoch, now)
-                .await?;
-            let sealed = seal(&self.ring, &rec, &aad);
-            match self
-                .access
-                .vault()
-                .store_token(&req.org, &user, &field, projection.epoch, &sealed)
-                .await?
-            {
-                CasOutcome::Stored => {
-                    let Some(answer_by) = self
-                        .answer_by(req, &user, projection.epoch, read_at)
+            let fresh = read
+                .sealed
+                .as_deref()
+                .and_then(|sealed| self.opened.open(&self.ring, sealed, &aad).ok())
+                .filter(|o| {
+                    o.record.expires_at - now > self.refresh_margin_secs
+                        && o.record.scopes == scopes
+                });
+            let minted;
+            let (rec, token, cached) = match &fresh {
+                Some(o) => (&o.record, o.token.clone(), true),
+                None => {
+                    let rec = self
+                        .mint(req, &user, &scopes, projection.epoch, now)
+                        .await?;
+                    let sealed = seal(&self.ring, &rec, &aad);
+                    match self
+                        .access
+                        .vault()
+                        .store_token(&req.org, &user, &field, projection.epoch, &sealed)
                         .await?
-                    else {
-                        continue;
-                    };
+                    {
+                        CasOutcome::Stored => {}
+                        // Revoked while minting: the token is discarded, never returned;
+                        // decide again.
+                        CasOutcome::EpochMoved => continue,
+                    }
                     let token = Arc::new(SecretString::from(rec.access_token.clone()));
-                    return Ok(self.vended(&rec, token, req, &user, false, answer_by));
+                    minted = rec;
+                    (&minted, token, false)
                 }
-                // Revoked while minting: the token is discarded, never returned; decide again.
-                CasOutcome::EpochMoved => continue,
-            }
+            };
+            let Some(answer_by) = self
+                .answer_by(req, &user, projection.epoch, read_at)
+                .await?
+            else {
+                continue;
+            };
+            return Ok(self.vended(rec, token, req, &user, cached, answer_by));
         }
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
