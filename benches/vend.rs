@@ -601,6 +601,8 @@ struct Tally {
     read_latencies: Vec<u64>,
     /// How late (ns) each measured request started to be written.
     lags: Vec<u64>,
+    /// Per 200: (due, server-figure latency, time on the wire), ns, for `--timeline`.
+    trace: Vec<(u64, u64, u64)>,
     /// Responses that carried a kernel receive timestamp.
     stamped: u64,
     /// Non-200 statuses after the warm-up.
@@ -691,7 +693,12 @@ fn rate(f: &Flags) -> Result<(), String> {
     // Sharing the machine with the broker, the client must not preempt it on every wake-up;
     // its own delays are kept out of the server figure below either way.
     match f.or("sched", "batch") {
-        "batch" => stamped::yield_on_wakeup().map_err(|e| format!("SCHED_BATCH: {e}"))?,
+        "batch" => {
+            stamped::yield_on_wakeup(libc::SCHED_BATCH).map_err(|e| format!("SCHED_BATCH: {e}"))?
+        }
+        "idle" => {
+            stamped::yield_on_wakeup(libc::SCHED_IDLE).map_err(|e| format!("SCHED_IDLE: {e}"))?
+        }
         "normal" => {}
         other => return Err(format!("--sched {other}: expected batch or normal")),
     }
@@ -722,6 +729,7 @@ fn rate(f: &Flags) -> Result<(), String> {
         all.latencies.extend(t.latencies);
         all.read_latencies.extend(t.read_latencies);
         all.server_latencies.extend(t.server_latencies);
+        all.trace.extend(t.trace);
         all.lags.extend(t.lags);
         all.stamped += t.stamped;
         for (s, n) in t.statuses {
@@ -736,6 +744,20 @@ fn rate(f: &Flags) -> Result<(), String> {
     all.latencies.sort_unstable();
     all.read_latencies.sort_unstable();
     all.server_latencies.sort_unstable();
+    if let Ok(path) = f.get("timeline") {
+        all.trace.sort_unstable();
+        let t0 = all.trace.first().map(|t| t.0).unwrap_or(0);
+        let mut csv = String::from("due_us,server_us,wire_us\n");
+        for (due, server, wire) in &all.trace {
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                (due - t0) / 1000,
+                server / 1000,
+                wire / 1000
+            ));
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{path}: {e}"))?;
+    }
     all.lags.sort_unstable();
     let lags = &all.lags;
     let reads = &all.read_latencies;
@@ -940,6 +962,8 @@ impl Tally {
                 let end = arrived.unwrap_or(read);
                 self.latencies.push(end.saturating_sub(due));
                 self.server_latencies.push(ideal_end.saturating_sub(due));
+                self.trace
+                    .push((due, ideal_end.saturating_sub(due), end.saturating_sub(sent)));
                 self.read_latencies.push(read.saturating_sub(due));
             }
             Outcome::Status(s) => *self.statuses.entry(s).or_default() += 1,

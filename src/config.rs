@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// Threads serving HTTP, each given its share of the connections and its own vault
     /// connection; 0 means one per CPU.
     pub io_threads: usize,
+    /// Pin each I/O thread to a CPU of its own (when there are as many CPUs as threads), so
+    /// the scheduler cannot stack them on one CPU while another runs lighter work.
+    pub pin_io_threads: bool,
 }
 
 /// `[storage]`
@@ -74,8 +77,9 @@ pub struct StorageConfig {
     pub max_connections: u32,
     /// How long a request waits for a database connection before answering 503.
     pub acquire_timeout_ms: u64,
-    /// `redis://…` (standalone) or `redis+cluster://h1:p1,h2:p2` for the token vault and
-    /// cross-replica events; unset means the in-process vault (single replica only).
+    /// `redis://…` (standalone), `redis+sentinel://s1:p1,s2:p2/<master>` (Sentinel) or
+    /// `redis+cluster://h1:p1,h2:p2` (Cluster) for the token vault and cross-replica events;
+    /// unset means the in-process vault (single replica only).
     pub redis_url: Option<String>,
     /// Time limit of every vault call; beyond it the call fails closed with 503.
     pub redis_timeout_ms: u64,
@@ -271,6 +275,14 @@ pub struct GrantConfig {
 }
 
 impl ServerConfig {
+    /// The I/O threads to run: `io_threads` (or one per CPU), pinned per `pin_io_threads`.
+    pub fn io(&self) -> crate::IoThreads {
+        crate::IoThreads {
+            count: self.io_thread_count(),
+            pin: self.pin_io_threads,
+        }
+    }
+
     /// How many I/O threads to run (`io_threads`, or one per CPU).
     pub fn io_thread_count(&self) -> usize {
         match self.io_threads {
@@ -289,6 +301,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
             io_threads: 0,
+            pin_io_threads: true,
         }
     }
 }
@@ -507,11 +520,12 @@ impl Config {
         if let Some(url) = &self.storage.redis_url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
-                || url.starts_with("redis+cluster://"))
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("redis+sentinel://"))
         {
             out.push(problem(
                 "storage.redis_url",
-                "must start with redis://, rediss:// or redis+cluster://",
+                "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
             ));
         }
         if self.storage.redis_timeout_ms == 0 {

@@ -9,6 +9,11 @@
 //! Handing out connections by count rather than letting the kernel spread them
 //! (`SO_REUSEPORT`) keeps the threads evenly loaded when there are only a few dozen
 //! long-lived gateway connections, where a hash split is often 30/20.
+//!
+//! With `server.pin_io_threads` (the default) each thread is pinned to a CPU of its own
+//! ([`affinity`]).
+
+mod affinity;
 
 use std::future::Future;
 use std::io;
@@ -28,24 +33,51 @@ use crate::Prepared;
 /// A connection assigned to a thread, as it travels to it.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
-/// Serves `prepared.router` on `listener` with `threads` single-threaded runtimes until
+/// How many I/O threads to run, and whether to pin each to a CPU of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoThreads {
+    /// Threads (at least one is run).
+    pub count: usize,
+    /// Pin thread i to the i-th CPU the process may run on, when there are enough of them.
+    pub pin: bool,
+}
+
+/// Serves `prepared.router` on `listener` with `io.count` single-threaded runtimes until
 /// `shutdown` resolves; then stops accepting, lets in-flight requests finish (at most
 /// `grace`), writes the pending audit records and closes the store, as [`crate::serve`].
 pub async fn serve_threads(
     prepared: Prepared,
     listener: TcpListener,
-    threads: usize,
+    io: IoThreads,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    let threads = io.count.max(1);
+    let cpus = if io.pin {
+        match affinity::allowed() {
+            Ok(allowed) => affinity::placement(threads, &allowed),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the CPU affinity: I/O threads not pinned");
+                vec![None; threads]
+            }
+        }
+    } else {
+        vec![None; threads]
+    };
+    if io.pin && cpus.iter().all(Option::is_none) {
+        tracing::info!(
+            io_threads = threads,
+            "more I/O threads than CPUs to run on: I/O threads not pinned"
+        );
+    }
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Each thread keeps its runtime until the store is closed: database connections it opened
     // are driven by that runtime, and the audit flush at shutdown may still use them.
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    let mut lanes = Vec::with_capacity(threads.max(1));
-    let mut done = Vec::with_capacity(threads.max(1));
-    for i in 0..threads.max(1) {
+    let mut lanes = Vec::with_capacity(threads);
+    let mut done = Vec::with_capacity(threads);
+    for (i, cpu) in cpus.into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let open = Arc::new(AtomicUsize::new(0));
         lanes.push((tx, open.clone()));
@@ -57,6 +89,14 @@ pub async fn serve_threads(
         std::thread::Builder::new()
             .name(format!("auth-broker-io-{i}"))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    match affinity::pin_current(cpu) {
+                        Ok(()) => tracing::debug!(thread = i, cpu, "I/O thread pinned"),
+                        Err(e) => {
+                            tracing::warn!(thread = i, cpu, error = %e, "I/O thread not pinned")
+                        }
+                    }
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

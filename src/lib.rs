@@ -17,7 +17,7 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 
-pub use io_threads::serve_threads;
+pub use io_threads::{IoThreads, serve_threads};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -117,6 +117,19 @@ pub async fn prepare(
         },
     )
     .await?;
+    if config.storage.redis_url.is_some()
+        && config.broker.issuer.is_none()
+        && config.server.public_url.is_none()
+    {
+        // Replicas share the vault: a token minted by one is served by all, and each checks
+        // `iss` against its own issuer at introspection.
+        tracing::warn!(
+            issuer = %config.public_url(bound),
+            "the vault is shared but neither server.public_url nor broker.issuer is set: \
+             each replica names itself as issuer, and tokens vended through one replica \
+             introspect as inactive on another; set server.public_url to the address gateways use"
+        );
+    }
     let signer = Arc::new(service::tokens::Signer::new(
         active_key,
         previous,

@@ -174,7 +174,7 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     auth_broker::telemetry::init(&cfg.log);
-    let threads = cfg.server.io_thread_count();
+    let io = cfg.server.io();
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", cfg.server.listen))?;
@@ -186,13 +186,14 @@ async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %bound,
-        io_threads = threads,
+        io_threads = io.count,
+        pin_io_threads = io.pin,
         storage = if cfg.storage.database_url.is_some() { "configured" } else { "embedded sqlite" },
         source = ?source,
         "auth-broker serving"
     );
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    auth_broker::serve_threads(prepared, listener, threads, shutdown_signal(), grace).await?;
+    auth_broker::serve_threads(prepared, listener, io, shutdown_signal(), grace).await?;
     tracing::info!("auth-broker stopped");
     Ok(())
 }

@@ -156,10 +156,10 @@ fn recv_now(fd: libc::c_int, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)>
 /// Puts the calling thread in `SCHED_BATCH`: it still gets its fair share of CPU, but its
 /// wake-ups do not preempt whatever is running, so the load generator does not cut into the
 /// broker's (or Redis's) requests on a machine they share.
-pub fn yield_on_wakeup() -> io::Result<()> {
+pub fn yield_on_wakeup(policy: libc::c_int) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain system call on the calling thread with a valid parameter.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

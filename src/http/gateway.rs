@@ -256,6 +256,11 @@ async fn vend(
                 &s.metrics.mints
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if v.rechecks > 0 {
+                s.metrics
+                    .fence_rechecks
+                    .fetch_add(u64::from(v.rechecks), std::sync::atomic::Ordering::Relaxed);
+            }
             // An unaudited token is never served.
             if !s.audit_vend(&req, &gw.actor, "ok", Some(&v)) {
                 let p = Problem::new(
@@ -352,14 +357,20 @@ async fn authorize(
             &body.tool,
             body.category,
         );
-        s.audit_decision(
+        if !s.audit_decision(
             &org,
             &gw.actor,
             &user,
             &body.connector,
             &body.tool,
             d.action.as_str(),
-        );
+        ) {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the decision cannot be audited; retry",
+            ));
+        }
         Ok::<_, Problem>(Json(json!({"decision": d.action, "reasons": d.reasons})).into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)

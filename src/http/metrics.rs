@@ -171,6 +171,8 @@ pub struct Metrics {
     pub mints: AtomicU64,
     /// Token responses withheld because they could not be written in time (the vend fence).
     pub late_answers: Arc<AtomicU64>,
+    /// Extra epoch reads by vends that were slower than the fence allows.
+    pub fence_rechecks: AtomicU64,
 }
 
 impl Metrics {
@@ -206,6 +208,11 @@ impl Metrics {
                 "auth_broker_vend_withheld_total",
                 "Token responses withheld: not written within the vend fence.",
                 &self.late_answers,
+            ),
+            (
+                "auth_broker_vend_fence_rechecks_total",
+                "Extra epoch reads by vends slower than the vend fence allows.",
+                &self.fence_rechecks,
             ),
         ] {
             out.push_str(&format!(

@@ -115,7 +115,9 @@ impl AppInner {
             .is_ok()
     }
 
-    /// Queues the audit record of a tool decision.
+    /// Queues the audit record of a tool decision; false when it cannot be queued (the
+    /// decision is then not given, as a vend whose record cannot be queued is not served).
+    #[must_use]
     pub fn audit_decision(
         &self,
         org: &OrgId,
@@ -124,8 +126,8 @@ impl AppInner {
         connector: &str,
         tool: &str,
         decision: &str,
-    ) {
-        let _ = self.audit.record(AuditEntry {
+    ) -> bool {
+        self.audit.record(AuditEntry {
             org: org.clone(),
             at_ms: self.clock.now_ms(),
             actor: gateway.to_string(),
@@ -133,7 +135,8 @@ impl AppInner {
             resource_type: "Tool".into(),
             resource_id: user.to_string(),
             summary: serde_json::json!({"user_id": user.as_str(), "connector": connector, "tool": tool, "decision": decision}),
-        });
+        })
+        .is_ok()
     }
 }
 

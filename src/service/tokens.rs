@@ -151,6 +151,8 @@ pub struct Vended {
     pub jti: String,
     /// The response carrying the token must be written before this (the vend fence).
     pub answer_by: std::time::Instant,
+    /// Extra epoch reads the vend fence asked for (0 on a prompt vend: one round trip).
+    pub rechecks: u32,
 }
 
 impl std::fmt::Debug for Vended {

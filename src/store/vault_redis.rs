@@ -1,10 +1,12 @@
 //! The production token vault (`RedisVault`) and cross-replica event bus (`RedisBus`) on
-//! standalone Redis or Redis Cluster.
+//! standalone Redis, Redis Sentinel or Redis Cluster.
 //!
 //! URLs: `redis://[user:pass@]host:port[/db]` (and `rediss://`, which needs the redis crate's
 //! TLS feature) is one server behind a reconnecting multiplexed connection (one per process:
-//! it beat a pool); `redis+cluster://[user:pass@]host:port,host:port,…` is a Redis Cluster
-//! reached through those seed nodes.
+//! it beat a pool); `redis+sentinel://[user:pass@]host:port,host:port/<master-name>[/db]` is
+//! the master that those sentinels name, followed across failovers (see `sentinel`);
+//! `redis+cluster://[user:pass@]host:port,host:port,…` is a Redis Cluster reached through
+//! those seed nodes.
 //!
 //! Key layout: one hash per user, `ab:{<org>/<user>}` (the braces put all of a user's fields
 //! in one Cluster hash slot, so scripts touching them stay atomic). Fields:
@@ -27,6 +29,7 @@
 mod bus;
 mod ephemeral;
 mod scripts;
+mod sentinel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,8 +41,8 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{
-    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisFuture,
-    ServerErrorKind, Value,
+    Cmd, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo,
+    RedisError, RedisFuture, ServerErrorKind, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +82,13 @@ pub(crate) enum Target {
     Standalone(ConnectionInfo),
     /// Seed nodes of a Redis Cluster.
     Cluster(Vec<ConnectionInfo>),
+    /// Sentinels that name the master of `master`; `node` (credentials, database) applies to
+    /// the data nodes, not to the sentinels.
+    Sentinel {
+        sentinels: Vec<ConnectionInfo>,
+        master: String,
+        node: RedisConnectionInfo,
+    },
 }
 
 /// A parsed URL plus the form of it that may appear in logs.
@@ -89,7 +99,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses a `redis://`, `rediss://` or `redis+cluster://` URL.
+    /// Parses a `redis://`, `rediss://`, `redis+sentinel://` or `redis+cluster://` URL.
     pub(crate) fn parse(url: &str) -> Result<Self, VaultError> {
         let redacted = redact(url);
         let bad = |why: String| VaultError::Internal(format!("redis URL {redacted}: {why}"));
@@ -122,16 +132,33 @@ impl Endpoint {
                     .collect::<Result<Vec<_>, _>>()?;
                 Target::Cluster(nodes)
             }
+            "redis+sentinel" => sentinel::parse(rest).map_err(bad)?,
+            "rediss+sentinel" => {
+                return Err(bad(
+                    "TLS to a Sentinel deployment is not supported; use redis+sentinel://".into(),
+                ));
+            }
             other => return Err(bad(format!("unsupported scheme {other}"))),
         };
         Ok(Self { target, redacted })
     }
 
-    /// The nodes a pub/sub subscription may use, in order of preference.
+    /// The fixed nodes a pub/sub subscription may use, in order of preference (none for
+    /// Sentinel: its master is found at run time).
     pub(crate) fn nodes(&self) -> Vec<ConnectionInfo> {
         match &self.target {
             Target::Standalone(info) => vec![info.clone()],
             Target::Cluster(nodes) => nodes.clone(),
+            Target::Sentinel { .. } => Vec::new(),
+        }
+    }
+
+    /// The logical database the data lives in (0 on a cluster).
+    pub(crate) fn db(&self) -> i64 {
+        match &self.target {
+            Target::Standalone(info) => info.redis_settings().db(),
+            Target::Cluster(nodes) => nodes.first().map_or(0, |n| n.redis_settings().db()),
+            Target::Sentinel { node, .. } => node.db(),
         }
     }
 }
@@ -175,6 +202,19 @@ pub(crate) fn connect_timeout(op_timeout: Duration) -> Duration {
     op_timeout.max(MIN_CONNECT_TIMEOUT)
 }
 
+/// How a connection to one server (standalone, or a Sentinel-named master) reconnects and
+/// times out.
+fn manager_config(op_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(connect_timeout(op_timeout)))
+        .set_response_timeout(Some(op_timeout))
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+        .set_exponent_base(2.0)
+        .set_number_of_retries(RECONNECT_ATTEMPTS)
+        .set_pipeline_buffer_size(PIPELINE_BUFFER)
+}
+
 /// One multiplexed, self-healing connection to the deployment, shared by all clones.
 #[derive(Clone)]
 pub(crate) enum Conn {
@@ -182,6 +222,8 @@ pub(crate) enum Conn {
     Standalone(ConnectionManager),
     /// A cluster, routed by key slot, following topology changes.
     Cluster(ClusterConnection),
+    /// The master named by Sentinel, re-resolved when it fails over.
+    Sentinel(sentinel::SentinelConn),
 }
 
 impl Conn {
@@ -193,18 +235,22 @@ impl Conn {
         match &endpoint.target {
             Target::Standalone(info) => {
                 let client = redis::Client::open(info.clone()).map_err(config_err)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout(op_timeout)))
-                    .set_response_timeout(Some(op_timeout))
-                    .set_min_delay(RECONNECT_MIN_DELAY)
-                    .set_max_delay(RECONNECT_MAX_DELAY)
-                    .set_exponent_base(2.0)
-                    .set_number_of_retries(RECONNECT_ATTEMPTS)
-                    .set_pipeline_buffer_size(PIPELINE_BUFFER);
                 let manager =
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(config_err)?;
+                    ConnectionManager::new_lazy_with_config(client, manager_config(op_timeout))
+                        .map_err(config_err)?;
                 Ok(Conn::Standalone(manager))
             }
+            Target::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => Ok(Conn::Sentinel(sentinel::SentinelConn::open(
+                sentinels,
+                master,
+                node,
+                op_timeout,
+                &endpoint.redacted,
+            )?)),
             Target::Cluster(nodes) => {
                 let (min_wait, max_wait) = CLUSTER_RETRY_WAIT_MS;
                 let client = ClusterClientBuilder::new(nodes.clone())
@@ -238,7 +284,7 @@ impl Conn {
         let mut conn = self.clone();
         match tokio::time::timeout(limit, cmd.query_async::<T>(&mut conn)).await {
             Ok(result) => result.map_err(map_redis_error),
-            Err(_) => Err(timed_out(op, limit)),
+            Err(_) => Err(self.timed_out(op, limit)),
         }
     }
 
@@ -252,8 +298,20 @@ impl Conn {
         let mut conn = self.clone();
         match tokio::time::timeout(limit, invocation.invoke_async::<T>(&mut conn)).await {
             Ok(result) => result.map_err(map_redis_error),
-            Err(_) => Err(timed_out(op, limit)),
+            Err(_) => Err(self.timed_out(op, limit)),
         }
+    }
+
+    /// A call got no answer in time: a Sentinel master that stopped answering may have
+    /// been replaced, so have it looked up again.
+    fn timed_out(&self, op: &str, limit: Duration) -> VaultError {
+        if let Conn::Sentinel(c) = self {
+            c.suspect();
+        }
+        VaultError::Unavailable(format!(
+            "redis {op}: no answer within {} ms",
+            limit.as_millis()
+        ))
     }
 }
 
@@ -262,6 +320,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -274,6 +333,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -281,15 +341,9 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
-}
-
-fn timed_out(op: &str, limit: Duration) -> VaultError {
-    VaultError::Unavailable(format!(
-        "redis {op}: no answer within {} ms",
-        limit.as_millis()
-    ))
 }
 
 /// Connection trouble and transient server states are `Unavailable` (503, retry later);
@@ -356,7 +410,7 @@ fn parse_epoch(s: &str) -> Result<u64, VaultError> {
         .map_err(|_| VaultError::Internal(format!("stored epoch is not an integer: {s:?}")))
 }
 
-/// The production vault: per-user hashes in Redis or Redis Cluster.
+/// The production vault: per-user hashes in Redis (standalone, Sentinel or Cluster).
 #[derive(Clone)]
 pub struct RedisVault {
     conn: Conn,
@@ -584,6 +638,15 @@ mod tests {
             "redis+cluster://***@a:1,b:2"
         );
         assert_eq!(redact("redis+cluster://a:1,b:2"), "redis+cluster://a:1,b:2");
+        assert_eq!(
+            redact("redis+sentinel://u:p@a:1,b:2/mymaster/0"),
+            "redis+sentinel://***@a:1,b:2/mymaster/0"
+        );
+        assert_eq!(
+            redact("redis+sentinel://:p@a:1/m?pass=x#f"),
+            "redis+sentinel://***@a:1/m"
+        );
+        assert_eq!(redact("redis+sentinel://a:1/m"), "redis+sentinel://a:1/m");
         assert_eq!(redact("nonsense"), "<unparseable redis URL>");
     }
 

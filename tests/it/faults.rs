@@ -1,7 +1,8 @@
 //! Faults around the vend path: the system of record going away (warm vends keep working from
 //! the vault projection, writes fail closed), the vault being flushed (tokens are re-minted,
 //! never resurrected, and a deactivated user stays refused), a sealed token copied into another
-//! user's record (it does not open there), and a vend/revoke round on Redis Cluster.
+//! user's or connector's record (it does not open there), and a vend/revoke round on Redis
+//! Cluster and on Redis Sentinel across a failover.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::redis_fixture::{RedisServer, cluster, free_port, redis_url};
+use crate::redis_fixture::{RedisServer, cluster, free_port, private_sentinel, redis_url};
 use crate::support::{
     ACME_GATEWAY, Backend, CutProxy, TestServer, admin_database_url, fresh_database, jwt_claims,
     test_config, with_github, with_redis,
@@ -360,6 +361,53 @@ async fn a_sealed_token_copied_to_another_user_does_not_open() {
     assert_eq!(jwt_claims(got)["sub"], bob.as_str());
     assert_eq!(jwt_claims(got)["ab_ep"].as_i64(), Some(ann_epoch));
 
+    // Copied under another connector of Ann's: the connector is in the AAD too.
+    let r = s
+        .admin(
+            reqwest::Method::POST,
+            "/admin/v1/orgs/acme/connectors",
+            Some(json!({"id": "linear", "strategy": "broker_jwt",
+                "audience": "https://mcp.linear.example", "scopes": ["read"], "enabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = s
+        .admin(
+            reqwest::Method::POST,
+            "/admin/v1/orgs/acme/grants",
+            Some(
+                json!({"group": "Engineering", "connector": "linear", "scopes": ["read"],
+                "actions": {"read": "allow", "write": "blocked", "delete": "blocked"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let vend_linear = || {
+        s.gateway(
+            ACME_GATEWAY,
+            reqwest::Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": ann}, "connector": "linear"})),
+        )
+    };
+    let r = vend_linear().await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let _: () = redis::cmd("HSET")
+        .arg(vault_key(&ann))
+        .arg("t:linear")
+        .arg(&sealed)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let r = vend_linear().await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let got = r.body["access_token"].as_str().unwrap();
+    assert_ne!(
+        got, ann_token,
+        "the GitHub token is never served for Linear"
+    );
+    assert_eq!(jwt_claims(got)["aud"], "https://mcp.linear.example");
+
     // Ann's own record was never touched.
     assert_eq!(vend_ok(&s, &ann).await, ann_token);
     s.stop().await;
@@ -421,6 +469,110 @@ async fn vend_and_revoke_on_redis_cluster() {
     assert_ne!(again, token);
     assert!(!active(&s, &token).await);
     assert!(active(&s, &again).await);
+    s.stop().await;
+}
+
+/// The broker on Redis Sentinel: vend, deactivate, then fail the master over. The revoked
+/// user stays refused and the old token dead on the new master; a reactivated user is
+/// served a new token from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vend_and_revoke_on_redis_sentinel_across_a_failover() {
+    let (sentinel, _servers) = private_sentinel().await;
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let mut cfg = with_redis(with_github(test_config(&url, &dir)), &sentinel.url());
+    cfg.storage.redis_timeout_ms = 300;
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let s = TestServer::start_with(Backend::Postgres, cfg).await;
+    let ann = engineer(&s, "sentinel@acme.example").await;
+    let bo = engineer(&s, "sentinel2@acme.example").await;
+    let token = vend_ok(&s, &ann).await;
+    let kept = vend_ok(&s, &bo).await;
+    assert_eq!(vend_ok(&s, &ann).await, token);
+    assert!(active(&s, &token).await);
+
+    deactivate_entra(&s, &ann).await;
+    assert_refused(&s.vend(&ann).await, "user_inactive");
+    assert!(!active(&s, &token).await);
+
+    // The revocation has reached the replica; the replica becomes the master.
+    sentinel
+        .wait_replicated(Duration::from_secs(5))
+        .expect("replicated");
+    let new_master = tokio::task::spawn_blocking({
+        let sentinel = sentinel.clone();
+        move || sentinel.failover(Duration::from_secs(20))
+    })
+    .await
+    .unwrap()
+    .expect("failover");
+    assert_ne!(new_master, sentinel.master_port);
+    // The broker asks a sentinel where the master is once a second: until then the old
+    // master (not yet demoted) still answers, with the same data.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Within a bounded time the broker serves from the new master: bo's token is still
+    // there (not re-minted), ann stays refused and her old token dead.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = s.vend(&bo).await;
+        if r.status == StatusCode::OK {
+            assert_eq!(
+                r.body["access_token"],
+                kept.as_str(),
+                "the vault moved with the master"
+            );
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "not served after the failover: {:?}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Writes land on the new master too (the old one may still answer as a master for a
+    // while): a vend that mints must store there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = s.vend(&ann).await;
+        assert_ne!(
+            r.status,
+            StatusCode::OK,
+            "a deactivated user is never served"
+        );
+        if r.body["code"] == "user_inactive" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!active(&s, &token).await);
+    let r = s
+        .acme()
+        .patch(
+            &format!("/Users/{ann}"),
+            json!({"schemas": [PATCH], "Operations": [
+            {"op": "Replace", "path": "active", "value": "True"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let again = vend_ok(&s, &ann).await;
+    assert_ne!(again, token);
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{new_master}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(vault_key(&ann))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        fields.contains(&"t:github".to_string()),
+        "stored on the new master: {fields:?}"
+    );
     s.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Redis for the integration suite: the shared standalone server (it must be running; the
 //! suite fails, never skips), throw-away `redis-server` processes on free loopback ports for
-//! fault tests, and a three-master Redis Cluster started once per test binary.
+//! fault tests, a three-master Redis Cluster started once per test binary, and Sentinel
+//! deployments (master, replica, sentinel) shared or private to a test that fails them over.
 //!
 //! Every process started here is also watched by a small shell loop that shuts it down when
 //! the test binary exits, however it exits (statics are never dropped, and a killed test
@@ -98,6 +99,7 @@ pub struct RedisServer {
     child: Child,
     dir: PathBuf,
     extra: Vec<String>,
+    config: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -107,7 +109,18 @@ impl RedisServer {
     }
 
     fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Self, String> {
+        Self::spawn_with(None, port, dir, extra)
+    }
+
+    /// Starts `redis-server [config] --port … extra…` (a config file must come first).
+    fn spawn_with(
+        config: Option<&Path>,
+        port: u16,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<Self, String> {
         let mut child = Command::new("redis-server")
+            .args(config)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
@@ -132,6 +145,7 @@ impl RedisServer {
                     child,
                     dir: dir.to_path_buf(),
                     extra: extra.to_vec(),
+                    config: config.map(Path::to_path_buf),
                 });
             }
             if Instant::now() > deadline {
@@ -155,7 +169,7 @@ impl RedisServer {
     /// cluster node comes back with its identity and slots from its nodes file).
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        let again = Self::spawn(self.port, &self.dir, &self.extra)?;
+        let again = Self::spawn_with(self.config.as_deref(), self.port, &self.dir, &self.extra)?;
         *self = again;
         Ok(())
     }
@@ -303,4 +317,180 @@ fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
         wait_cluster_ok(port, Duration::from_secs(30))?;
     }
     Ok((ports, nodes))
+}
+
+/// A Sentinel deployment on loopback: one master, one replica, one sentinel (quorum 1,
+/// `down-after-milliseconds` 1000, `failover-timeout` 5000).
+#[derive(Debug, Clone)]
+pub struct SentinelFixture {
+    /// The master's port at start (after a failover the replica's is the master).
+    pub master_port: u16,
+    /// The replica's port at start.
+    pub replica_port: u16,
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    /// The monitored master name.
+    pub name: String,
+    /// How long starting it took.
+    pub started_in: Duration,
+}
+
+impl SentinelFixture {
+    /// `redis+sentinel://127.0.0.1:S/<name>`
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{}",
+            self.sentinel_port, self.name
+        )
+    }
+
+    /// The port the sentinel names as master now.
+    pub fn current_master(&self) -> Option<u16> {
+        let out = redis_cli(
+            self.sentinel_port,
+            &["sentinel", "get-master-addr-by-name", &self.name],
+        )?;
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Waits until the master has replicated every write to the replica (`WAIT 1`).
+    pub fn wait_replicated(&self, within: Duration) -> Result<(), String> {
+        let master = self
+            .current_master()
+            .ok_or("the sentinel names no master")?;
+        let ms = within.as_millis().to_string();
+        match redis_cli(master, &["wait", "1", &ms]) {
+            Some(out) if out.trim() == "1" => Ok(()),
+            other => Err(format!("WAIT 1 {ms} on {master}: {other:?}")),
+        }
+    }
+
+    /// `SENTINEL FAILOVER <name>`, retried while the sentinel has no replica it can promote
+    /// yet; returns once the sentinel names another master.
+    pub fn failover(&self, within: Duration) -> Result<u16, String> {
+        let began = Instant::now();
+        let before = self
+            .current_master()
+            .ok_or("the sentinel names no master")?;
+        let mut last = String::new();
+        while began.elapsed() < within {
+            if let Some(now) = self.current_master().filter(|p| *p != before) {
+                return Ok(now);
+            }
+            if last != "OK" {
+                last = redis_cli(self.sentinel_port, &["sentinel", "failover", &self.name])
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "no failover within {within:?} (last answer {last:?})"
+        ))
+    }
+}
+
+fn start_sentinel() -> Result<(SentinelFixture, Vec<RedisServer>), String> {
+    let began = Instant::now();
+    let dir = scratch_dir("sentinel");
+    let name = format!("vault-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // Either node may serve a full sync: start it at once (Redis waits 5 s by default).
+    let no_delay = ["--repl-diskless-sync-delay".to_string(), "0".into()];
+    let master = RedisServer::spawn(free_port(), &dir, &no_delay)?;
+    let mut replica_of = vec!["--replicaof".to_string(), "127.0.0.1".into()];
+    replica_of.push(master.port.to_string());
+    replica_of.extend(no_delay);
+    let replica = RedisServer::spawn(free_port(), &dir, &replica_of)?;
+    wait_until(Duration::from_secs(10), "the replica to sync", || {
+        redis_cli(replica.port, &["info", "replication"])
+            .is_some_and(|i| i.contains("master_link_status:up"))
+    })?;
+    // Sentinel rewrites its config file: it must be writable, in the scratch directory.
+    let sentinel_port = free_port();
+    let config = dir.join(format!("sentinel-{sentinel_port}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "sentinel monitor {name} 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n",
+            master = master.port
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", config.display()))?;
+    let sentinel = RedisServer::spawn_with(
+        Some(&config),
+        sentinel_port,
+        &dir,
+        &["--sentinel".to_string()],
+    )?;
+    // Ready when the sentinel sees the master and a healthy replica it could promote.
+    wait_until(
+        Duration::from_secs(15),
+        "the sentinel to see the replica",
+        || {
+            redis_cli(sentinel_port, &["sentinel", "replicas", &name]).is_some_and(|r| {
+                r.contains(&format!("127.0.0.1:{}", replica.port))
+                    && r.contains("flags\nslave\n")
+                    && r.contains("master-link-status\nok\n")
+            })
+        },
+    )?;
+    let fixture = SentinelFixture {
+        master_port: master.port,
+        replica_port: replica.port,
+        sentinel_port,
+        name,
+        started_in: began.elapsed(),
+    };
+    Ok((fixture, vec![master, replica, sentinel]))
+}
+
+fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let began = Instant::now();
+    while !ready() {
+        if began.elapsed() > within {
+            return Err(format!("timed out after {within:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A Sentinel deployment of this test's own, for tests that fail it over; its processes die
+/// with the returned servers.
+pub async fn private_sentinel() -> (SentinelFixture, Vec<RedisServer>) {
+    tokio::task::spawn_blocking(|| {
+        start_sentinel().unwrap_or_else(|e| panic!("private Redis Sentinel: {e}"))
+    })
+    .await
+    .expect("sentinel start-up task")
+}
+
+static SENTINEL: OnceLock<Result<SentinelFixture, String>> = OnceLock::new();
+static SENTINEL_NODES: Mutex<Vec<RedisServer>> = Mutex::new(Vec::new());
+
+/// The shared Sentinel deployment, started on first use (about a second); never failed over.
+pub async fn sentinel() -> SentinelFixture {
+    let started = tokio::task::spawn_blocking(|| {
+        SENTINEL
+            .get_or_init(|| {
+                let (fixture, nodes) = start_sentinel()?;
+                SENTINEL_NODES
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(nodes);
+                eprintln!(
+                    "redis sentinel {} up in {:?}",
+                    fixture.url(),
+                    fixture.started_in
+                );
+                Ok(fixture)
+            })
+            .clone()
+    })
+    .await
+    .expect("sentinel start-up task");
+    started.unwrap_or_else(|e| panic!("Redis Sentinel fixture: {e}"))
 }

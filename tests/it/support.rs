@@ -141,11 +141,9 @@ pub fn with_redis(mut c: Config, redis_url: &str) -> Config {
     let key_file = c.storage.data_dir.join("test-vault-key");
     // Test key material, generated per test.
     let key: [u8; 32] = rand::random();
-    std::fs::write(
-        &key_file,
-        base64::engine::general_purpose::STANDARD.encode(key),
-    )
-    .unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    crate::log_capture::register(&encoded);
+    std::fs::write(&key_file, encoded).unwrap();
     c.storage.redis_url = Some(redis_url.to_string());
     c.storage.redis_timeout_ms = 150;
     c.vault.active_key = Some("k1".into());
@@ -247,6 +245,7 @@ impl TestServer {
 
     /// Starts a broker on a listener bound beforehand (when peers must know its address).
     pub async fn start_on(listener: TcpListener, backend: Backend, config: Config) -> Self {
+        crate::log_capture::install();
         let addr = listener.local_addr().unwrap();
         let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
             .await
@@ -266,16 +265,21 @@ impl TestServer {
     /// Starts a broker as the binary serves: `threads` single-threaded I/O runtimes that the
     /// connections are handed to (`serve_threads`).
     pub async fn start_threaded(backend: Backend, config: Config, threads: usize) -> Self {
+        crate::log_capture::install();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
             .await
             .expect("broker prepares");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let io = auth_broker::IoThreads {
+            count: threads,
+            pin: config.server.pin_io_threads,
+        };
         let task = tokio::spawn(auth_broker::serve_threads(
             prepared,
             listener,
-            threads,
+            io,
             async move {
                 let _ = rx.await;
             },
@@ -364,6 +368,18 @@ impl TestServer {
         read(req.send().await.expect("request sent")).await
     }
 
+    /// GETs an unauthenticated JSON document (metadata, key sets), asserting 200.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base()))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.expect("a JSON document")
+    }
+
     /// Vends a token for a user id on `acme`'s `github`.
     pub async fn vend(&self, user_id: &str) -> Resp {
         self.gateway(
@@ -416,6 +432,7 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap().unwrap();
         }
+        crate::log_capture::assert_clean();
     }
 
     /// Stops the server, waits for it, and removes its scratch database and data directory.

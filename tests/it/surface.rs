@@ -613,3 +613,75 @@ async fn metrics_count_each_refusal_under_its_own_code() {
 async fn engineer(s: &TestServer, name: &str) -> String {
     crate::support::engineer_in_group(s, name).await.0
 }
+
+/// The (method, path) pairs the admin and gateway routers declare, read from their source:
+/// every `.route("path", get(..).post(..))` call.
+fn declared_routes(source: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for call in source.split(".route(").skip(1) {
+        let Some(path) = call.split('"').nth(1) else {
+            continue;
+        };
+        // The method router runs up to the parenthesis that closes `.route(`.
+        let mut depth = 1usize;
+        let end = call
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map_or(call.len(), |(i, _)| i);
+        let methods = &call[..end];
+        for m in ["get", "post", "put", "patch", "delete"] {
+            let called = methods.match_indices(&format!("{m}(")).any(|(i, _)| {
+                let before = methods.as_bytes()[..i].last().copied().unwrap_or(b' ');
+                !(before.is_ascii_alphanumeric() || before == b'_')
+            });
+            if called {
+                out.insert((m.to_string(), path.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_admin_and_gateway_route_is_documented() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut declared = BTreeSet::new();
+    for file in ["src/http/admin.rs", "src/http/gateway.rs"] {
+        let source = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        declared.extend(declared_routes(&source));
+    }
+    // The document describes the APIs; it does not list itself.
+    declared.remove(&("get".to_string(), "/admin/v1/openapi.json".to_string()));
+    assert!(
+        declared.len() >= 10,
+        "the source scan found the routes: {declared:?}"
+    );
+    let documented: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, ..)| (m.to_string(), p.to_string()))
+        .collect();
+    let undocumented: Vec<_> = declared.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
+    let phantom: Vec<_> = documented.difference(&declared).collect();
+    assert!(
+        phantom.is_empty(),
+        "documented but not declared: {phantom:?}"
+    );
+
+    // The scanner itself reads chained and qualified method routers.
+    let sample =
+        r#".route("/a/{id}", get(x).put(y).delete(z)).route("/b", axum::routing::post(p))"#;
+    let found = declared_routes(sample);
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(found.contains(&("post".into(), "/b".into())));
+}

@@ -1,7 +1,9 @@
 //! One conformance suite for the `Vault` port, run against the in-process vault, Redis
-//! standalone and a three-master Redis Cluster; the `EventBus` across two Redis clients (two
-//! replicas) and in-process; and the Redis vault's behaviour through an outage (fails fast,
-//! recovers on its own).
+//! standalone, Redis Sentinel and a three-master Redis Cluster; the `EventBus` across two
+//! Redis clients (two replicas) and in-process; and the Redis vault's behaviour through an
+//! outage (fails fast, recovers on its own). Sentinel failovers are in `sentinel`.
+
+mod sentinel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use auth_broker::store::vault_memory::{MemoryBus, MemoryVault};
 use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 use tokio::sync::Barrier;
 
+use crate::redis_fixture::sentinel as sentinel_fixture;
 use crate::redis_fixture::{
     RedisServer, cluster, free_port, private_cluster, redis_url, require_reachable,
     standalone_vault, wait_cluster_ok,
@@ -531,6 +534,14 @@ async fn vault_redis_cluster() {
     conformance(Arc::new(v)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vault_redis_sentinel() {
+    let s = sentinel_fixture().await;
+    let v = RedisVault::connect(&s.url(), OP_TIMEOUT).await.unwrap();
+    require_reachable(&v).await;
+    conformance(Arc::new(v)).await;
+}
+
 /// The ephemeral store contract: values expire, `take` hands a value out once, `claim`
 /// succeeds once per key while it lives (sign-in state, sessions, replay caches rely on it).
 async fn ephemeral_conformance(e: Arc<dyn auth_broker::domain::vault::Ephemeral>) {
@@ -634,6 +645,14 @@ async fn next_of(rx: &mut tokio::sync::broadcast::Receiver<BusEvent>, org: &OrgI
         .expect("event delivered within 5 s")
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ephemeral_redis_sentinel() {
+    let s = sentinel_fixture().await;
+    let v = RedisVault::connect(&s.url(), OP_TIMEOUT).await.unwrap();
+    require_reachable(&v).await;
+    ephemeral_conformance(Arc::new(v)).await;
+}
+
 /// Two bus clients stand for two replicas: what one publishes, both receive.
 async fn two_replicas(publisher: &RedisBus, other: &RedisBus) {
     for bus in [publisher, other] {
@@ -665,6 +684,17 @@ async fn vault_bus_redis_cluster() {
     // Different first seeds: the two subscriptions sit on different nodes.
     let a = RedisBus::connect(&c.url_from(0), OP_TIMEOUT).await.unwrap();
     let b = RedisBus::connect(&c.url_from(1), OP_TIMEOUT).await.unwrap();
+    two_replicas(&a, &b).await;
+    two_replicas(&b, &a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_bus_redis_sentinel() {
+    let s = sentinel_fixture().await;
+    let vault = RedisVault::connect(&s.url(), OP_TIMEOUT).await.unwrap();
+    require_reachable(&vault).await;
+    let a = RedisBus::connect(&s.url(), OP_TIMEOUT).await.unwrap();
+    let b = RedisBus::attach(&vault).await;
     two_replicas(&a, &b).await;
     two_replicas(&b, &a).await;
 }

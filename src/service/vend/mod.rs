@@ -288,13 +288,15 @@ impl Vend {
                     (&minted, token, false)
                 }
             };
-            let Some(answer_by) = self
+            let Some((answer_by, rechecks)) = self
                 .answer_by(req, &user, projection.epoch, read_at)
                 .await?
             else {
                 continue;
             };
-            return Ok(self.vended(rec, token, req, &user, cached, answer_by));
+            let mut v = self.vended(rec, token, req, &user, cached, answer_by);
+            v.rechecks = rechecks;
+            return Ok(v);
         }
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
@@ -304,14 +306,14 @@ impl Vend {
     /// Until when a vend that read the user's epoch at `read_at` may answer: while that read
     /// is older than the fence allows, the epoch is read again (a slow read is retried, a few
     /// times); `None` when the epoch has moved. The answer always leaves at least half the
-    /// fence's window for the response to be written.
+    /// fence's window for the response to be written; it comes with the number of re-reads.
     async fn answer_by(
         &self,
         req: &VendRequest,
         user: &UserId,
         epoch: u64,
         read_at: Instant,
-    ) -> Result<Option<Instant>, VendError> {
+    ) -> Result<Option<(Instant, u32)>, VendError> {
         let fence = self.access.fence();
         let mut confirmed = read_at;
         let mut rechecks = 0;
@@ -328,7 +330,7 @@ impl Vend {
             }
             confirmed = at;
         }
-        Ok(Some(fence.answer_by(confirmed)))
+        Ok(Some((fence.answer_by(confirmed), rechecks)))
     }
 
     async fn still_current(
@@ -440,6 +442,7 @@ impl Vend {
             cached,
             jti: rec.jti.clone(),
             answer_by,
+            rechecks: 0,
         }
     }
 }

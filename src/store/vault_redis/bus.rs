@@ -4,7 +4,10 @@
 //! connection in subscribed mode: a background task holds one, forwards every message into
 //! a `tokio::sync::broadcast` channel that local subscribers read, pings it to notice a dead
 //! peer, and reconnects with a capped, jittered back-off forever. In Cluster mode `PUBLISH`
-//! reaches every node, so one subscription to the first reachable seed node is enough.
+//! reaches every node, so one subscription to the first reachable seed node is enough. With
+//! Sentinel the subscription sits on the current master, asked of the connection's keeper at
+//! every attempt, and moves when the keeper switches masters (an old master may live on,
+//! unreplicated, for seconds after a failover).
 //!
 //! Pub/sub is at-most-once: an event published while this replica is disconnected is not
 //! replayed. That is acceptable because events only speed up what the vault already
@@ -16,10 +19,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::{ConnectionInfo, Value};
+use redis::{ConnectionAddr, ConnectionInfo, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use super::sentinel::SentinelConn;
 use super::{Conn, Endpoint, RedisVault, connect_timeout, map_redis_error};
 use crate::domain::vault::{BusEvent, EventBus, VaultError};
 
@@ -28,8 +32,8 @@ const CHANNEL: &str = "ab:events";
 
 /// The channel of a deployment. Pub/sub ignores logical databases, so brokers that share a
 /// Redis server but use different databases get different channels.
-fn channel(nodes: &[ConnectionInfo]) -> String {
-    match nodes.first().map(|n| n.redis_settings().db()).unwrap_or(0) {
+fn channel(db: i64) -> String {
+    match db {
         0 => CHANNEL.to_string(),
         db => format!("{CHANNEL}:db{db}"),
     }
@@ -46,7 +50,7 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// take at least this long.
 const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Cross-replica publish/subscribe through Redis (standalone or Cluster).
+/// Cross-replica publish/subscribe through Redis (standalone, Sentinel or Cluster).
 #[derive(Clone)]
 pub struct RedisBus {
     inner: Arc<Inner>,
@@ -102,8 +106,13 @@ impl RedisBus {
     async fn start(conn: Conn, endpoint: Arc<Endpoint>, op_timeout: Duration) -> Self {
         let (tx, _) = broadcast::channel(LOCAL_CAPACITY);
         let (state_tx, subscribed) = watch::channel(false);
+        let source = match &conn {
+            Conn::Sentinel(c) => Source::Sentinel(c.clone()),
+            Conn::Standalone(_) | Conn::Cluster(_) => Source::Nodes(endpoint.nodes()),
+        };
         let task = tokio::spawn(subscriber(
-            endpoint.nodes(),
+            source,
+            channel(endpoint.db()),
             endpoint.redacted.clone(),
             tx.clone(),
             state_tx,
@@ -146,7 +155,7 @@ impl EventBus for RedisBus {
         let payload = serde_json::to_vec(event)
             .map_err(|e| VaultError::Internal(format!("encode event: {e}")))?;
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel(&self.inner.endpoint.nodes())).arg(payload);
+        cmd.arg(channel(self.inner.endpoint.db())).arg(payload);
         self.inner
             .conn
             .query::<Value>(&cmd, self.inner.op_timeout, "PUBLISH")
@@ -172,9 +181,46 @@ fn jittered(d: Duration) -> Duration {
     half + half.mul_f64((random % 1000) as f64 / 1000.0)
 }
 
+/// Where the subscription may go.
+enum Source {
+    /// Fixed nodes, tried in order (standalone, or cluster seeds).
+    Nodes(Vec<ConnectionInfo>),
+    /// Whichever server is master now.
+    Sentinel(SentinelConn),
+}
+
+impl Source {
+    /// The nodes to try this round.
+    async fn nodes(&self, limit: Duration) -> Vec<ConnectionInfo> {
+        match self {
+            Source::Nodes(nodes) => nodes.clone(),
+            Source::Sentinel(c) => match tokio::time::timeout(limit, c.master_info()).await {
+                Ok(Ok(info)) => vec![info],
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// Returns when a subscription at `addr` is on the wrong server (never for fixed nodes).
+    async fn moved_from(&self, addr: &ConnectionAddr) {
+        match self {
+            Source::Nodes(_) => std::future::pending().await,
+            Source::Sentinel(c) => c.moved_from(addr).await,
+        }
+    }
+
+    /// Subscribing failed: the master may have moved.
+    fn failed(&self) {
+        if let Source::Sentinel(c) = self {
+            c.suspect();
+        }
+    }
+}
+
 /// Holds the subscription for the life of the bus, re-establishing it whenever it drops.
 async fn subscriber(
-    nodes: Vec<ConnectionInfo>,
+    source: Source,
+    channel: String,
     redacted: String,
     tx: broadcast::Sender<BusEvent>,
     state: watch::Sender<bool>,
@@ -182,17 +228,21 @@ async fn subscriber(
 ) {
     let mut delay = BACKOFF_MIN;
     loop {
-        for node in &nodes {
-            match subscribe_to(node, limit).await {
+        for node in &source.nodes(limit).await {
+            match subscribe_to(node, &channel, limit).await {
                 Ok(pubsub) => {
                     state.send_replace(true);
                     delay = BACKOFF_MIN;
-                    let why = pump(pubsub, &tx, limit).await;
+                    let why = tokio::select! {
+                        why = pump(pubsub, &tx, limit) => why,
+                        () = source.moved_from(node.addr()) => "the master moved",
+                    };
                     state.send_replace(false);
                     tracing::warn!(url = %redacted, node = %node.addr(), reason = why, "event bus subscription lost; reconnecting");
                     break;
                 }
                 Err(e) => {
+                    source.failed();
                     tracing::debug!(url = %redacted, node = %node.addr(), error = %e, "event bus cannot subscribe");
                 }
             }
@@ -204,6 +254,7 @@ async fn subscriber(
 
 async fn subscribe_to(
     node: &ConnectionInfo,
+    channel: &str,
     limit: Duration,
 ) -> Result<redis::aio::PubSub, VaultError> {
     let client = redis::Client::open(node.clone()).map_err(map_redis_error)?;
@@ -211,7 +262,7 @@ async fn subscribe_to(
         .await
         .map_err(|_| VaultError::Unavailable("pub/sub connect timed out".into()))?
         .map_err(map_redis_error)?;
-    tokio::time::timeout(limit, pubsub.subscribe(channel(std::slice::from_ref(node))))
+    tokio::time::timeout(limit, pubsub.subscribe(channel))
         .await
         .map_err(|_| VaultError::Unavailable("SUBSCRIBE timed out".into()))?
         .map_err(map_redis_error)?;
