@@ -300,18 +300,20 @@ drain_audit() {
 }
 drain_audit >/dev/null
 
+# The maximum is replaced atomically (write, then rename): the sampler is killed at any moment.
 sample_rss() {
-    local max=0 k v _
+    local max=$1 k v _
     while :; do
         while read -r k v _; do
             [ "$k" = VmRSS: ] && [ "$v" -gt "$max" ] && max=$v
         done <"/proc/$BROKER_PID/status"
-        echo "$max" >"$TMP/rss.max"
+        echo "$max" >"$TMP/rss.max.new" && mv -f "$TMP/rss.max.new" "$TMP/rss.max"
         sleep 0.05
     done
 }
 rss_before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$BROKER_PID/status")
-sample_rss &
+echo "$rss_before" >"$TMP/rss.max"
+sample_rss "$rss_before" &
 SAMPLER_PID=$!
 PERF_PID=
 if [ -n "${AUTH_BROKER_BENCH_PERF:-}" ]; then
