@@ -16,6 +16,7 @@ mod no_secrets;
 mod oidc;
 mod okta;
 mod ops;
+mod outage;
 mod processes;
 mod purity;
 mod redis_fixture;
