@@ -262,6 +262,20 @@ const TRIGGERS: &[Trigger] = &[
         action: "access.revoke",
     },
     Trigger {
+        name: "connector disabled",
+        code: "not_entitled",
+        reason: "admin.connector.update",
+        event: "token.revoked",
+        action: "access.revoke",
+    },
+    Trigger {
+        name: "grant deleted",
+        code: "not_entitled",
+        reason: "admin.grant.delete",
+        event: "token.revoked",
+        action: "access.revoke",
+    },
+    Trigger {
         name: "kill switch",
         code: "",
         reason: "admin.kill_switch",
@@ -269,6 +283,45 @@ const TRIGGERS: &[Trigger] = &[
         action: "access.kill_switch",
     },
 ];
+
+/// Enables or disables acme's `github` connector through the admin API.
+async fn github(s: &TestServer, enabled: bool) -> crate::support::Resp {
+    s.admin(
+        Method::PUT,
+        "/admin/v1/orgs/acme/connectors/github",
+        Some(
+            json!({"strategy": "broker_jwt", "audience": "https://mcp.github.example",
+            "scopes": ["repo:read", "repo:write", "admin:org"],
+            "tools": {"create_issue": "write", "delete_repo": "delete"}, "enabled": enabled}),
+        ),
+    )
+    .await
+}
+
+/// Puts back what a trigger took from everyone (the connector, the grant), so that the next
+/// trigger starts from the same access.
+async fn restore(s: &TestServer, t: &Trigger) {
+    let r = match t.name {
+        "connector disabled" => github(s, true).await,
+        "grant deleted" => {
+            s.admin(
+                Method::POST,
+                "/admin/v1/orgs/acme/grants",
+                Some(json!({"group": "Engineering", "connector": "github",
+                    "scopes": ["repo:read", "repo:write"],
+                    "actions": {"read": "allow", "write": "needs_approval", "delete": "blocked"}})),
+            )
+            .await
+        }
+        _ => return,
+    };
+    assert!(
+        r.status.is_success(),
+        "restoring after {}: {:?}",
+        t.name,
+        r.body
+    );
+}
 
 async fn fire(s: &TestServer, t: &Trigger, user: &str, user_name: &str, group: &str) {
     let acme = s.acme();
@@ -302,6 +355,15 @@ async fn fire(s: &TestServer, t: &Trigger, user: &str, user_name: &str, group: &
             s.admin(
                 Method::POST,
                 &format!("/admin/v1/orgs/acme/users/{user}/revoke"),
+                None,
+            )
+            .await
+        }
+        "connector disabled" => github(s, false).await,
+        "grant deleted" => {
+            s.admin(
+                Method::DELETE,
+                "/admin/v1/orgs/acme/grants/eng-github",
                 None,
             )
             .await
@@ -415,6 +477,7 @@ async fn every_revocation_trigger_refuses_announces_receipts_and_audits() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        restore(&s, t).await;
     }
     s.stop().await;
 }
