@@ -137,6 +137,7 @@ REDIS_URL=redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB
     cat <<EOF
 [server]
 listen = "127.0.0.1:$PORT"
+public_url = "$BASE"
 shutdown_grace_secs = 2
 
 [storage]
