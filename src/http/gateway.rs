@@ -175,6 +175,16 @@ struct TokenResponse<'a> {
     user_id: &'a str,
 }
 
+/// The answer when the audit record of a vend or a decision cannot be queued: nothing
+/// unaudited is given out.
+fn unaudited() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "audit backlog full; retry",
+    )
+}
+
 fn vend_problem(e: &VendError) -> Problem {
     let status = match e {
         VendError::UserInactive | VendError::NotEntitled | VendError::ScopeNotEntitled(_) => {
@@ -263,12 +273,7 @@ async fn vend(
             }
             // An unaudited token is never served.
             if !s.audit_vend(&req, &gw.actor, "ok", Some(&v)) {
-                let p = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "audit backlog full; retry",
-                );
-                return Err((p, "unavailable"));
+                return Err((unaudited(), "unavailable"));
             }
             let body = serde_json::to_vec(&TokenResponse {
                 access_token: v.expose(),
@@ -365,11 +370,7 @@ async fn authorize(
             &body.tool,
             d.action.as_str(),
         ) {
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the decision cannot be audited; retry",
-            ));
+            return Err(unaudited());
         }
         Ok::<_, Problem>(Json(json!({"decision": d.action, "reasons": d.reasons})).into_response())
     };

@@ -30,6 +30,7 @@ mod bus;
 mod ephemeral;
 mod scripts;
 mod sentinel;
+mod subscription;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::redis_fixture::{RedisServer, cluster, free_port, private_sentinel, redis_url};
 use crate::support::{
@@ -27,16 +27,7 @@ async fn vend_ok(s: &TestServer, user: &str) -> String {
 
 /// RFC 7662 introspection with acme's gateway key; returns `active`.
 async fn active(s: &TestServer, token: &str) -> bool {
-    let r = s
-        .http
-        .post(format!("{}/oauth/introspect", s.base()))
-        .bearer_auth(ACME_GATEWAY)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Value = r.json().await.unwrap();
+    let body = s.introspect(token).await;
     body["active"]
         .as_bool()
         .unwrap_or_else(|| panic!("introspection without `active`: {body}"))

@@ -30,19 +30,6 @@ async fn server(backend: Backend, vault: Vault) -> TestServer {
     TestServer::start_with(backend, cfg).await
 }
 
-async fn introspect(s: &TestServer, token: &str) -> serde_json::Value {
-    let r = s
-        .http
-        .post(format!("{}/oauth/introspect", s.base()))
-        .bearer_auth(ACME_GATEWAY)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
-}
-
 async fn vend_and_revoke(backend: Backend, vault: Vault) {
     let s = server(backend, vault).await;
     let (ann, _) = engineer(&s, "ann@acme.example").await;
@@ -76,7 +63,7 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     // Warm: the same token again, from the vault.
     let r2 = s.vend(&ann).await;
     assert_eq!(r2.body["access_token"], token.as_str());
-    assert_eq!(introspect(&s, &token).await["active"], true);
+    assert_eq!(s.introspect(&token).await["active"], true);
 
     // A narrower scope set is a different token carrying only that scope.
     let r = s
@@ -91,8 +78,8 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     // Okta deactivation: before the SCIM response returns, the tokens are gone.
     let r = s.okta_deactivate(&ann).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(introspect(&s, &token).await["active"], false);
-    assert_eq!(introspect(&s, &narrow).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
+    assert_eq!(s.introspect(&narrow).await["active"], false);
     let r = s.vend(&ann).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.body["code"], "user_inactive");
@@ -141,7 +128,7 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     let again = r.body["access_token"].as_str().unwrap().to_string();
     assert_ne!(again, token, "a revoked token is never served again");
     assert_eq!(
-        introspect(&s, &token).await["active"],
+        s.introspect(&token).await["active"],
         false,
         "reactivation does not revive old tokens"
     );
@@ -153,7 +140,7 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
         )
         .await;
     assert_eq!(s.vend(&ann).await.body["code"], "user_inactive");
-    assert_eq!(introspect(&s, &again).await["active"], false);
+    assert_eq!(s.introspect(&again).await["active"], false);
 
     // Audit: the vends and the revocations, never the token. Repeated vends are folded for a
     // moment before they are written: wait for the last one.
@@ -205,7 +192,7 @@ async fn group_removal_and_grant_deletion_revoke() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
     let r = s.vend(&bo).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.body["code"], "not_entitled");
@@ -230,7 +217,7 @@ async fn group_removal_and_grant_deletion_revoke() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
     assert_eq!(s.vend(&bo).await.body["code"], "not_entitled");
 
     // A grant through the admin API brings access back; disabling the connector revokes.
@@ -257,7 +244,7 @@ async fn group_removal_and_grant_deletion_revoke() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
     assert_eq!(s.vend(&bo).await.body["code"], "not_entitled");
 
     // Kill switch.
@@ -281,7 +268,7 @@ async fn group_removal_and_grant_deletion_revoke() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
     let receipts = s
         .admin(
             Method::GET,
@@ -505,7 +492,7 @@ async fn no_token_after_the_deactivation_answers() {
         .await;
     assert_eq!(view.body["live_tokens"], json!([]));
     for t in served {
-        assert_eq!(introspect(&s, &t).await["active"], false);
+        assert_eq!(s.introspect(&t).await["active"], false);
     }
     s.stop().await;
 }
@@ -538,7 +525,7 @@ async fn two_replicas_see_each_others_revocations() {
         "one vault, one token"
     );
     assert_eq!(
-        introspect(&b, &token).await["active"],
+        b.introspect(&token).await["active"],
         true,
         "B honours A's token"
     );
@@ -547,7 +534,7 @@ async fn two_replicas_see_each_others_revocations() {
     // The vault remembers the deleted user as inactive: fail closed without a database query.
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert_eq!(r.body["code"], "user_inactive");
-    assert_eq!(introspect(&b, &token).await["active"], false);
+    assert_eq!(b.introspect(&token).await["active"], false);
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !seen.contains("user.deactivated") && Instant::now() < deadline {
@@ -615,7 +602,7 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
         "old signing key stays published: {jwks}"
     );
     assert_eq!(
-        introspect(&b, &token).await["active"],
+        b.introspect(&token).await["active"],
         true,
         "tokens of the retired key still verify"
     );

@@ -36,12 +36,6 @@ async fn oauth(s: &TestServer, path: &str, key: &str, token: &str) -> (StatusCod
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn introspect(s: &TestServer, token: &str) -> Value {
-    let (status, body) = oauth(s, "/oauth/introspect", ACME_GATEWAY, token).await;
-    assert_eq!(status, StatusCode::OK, "{body:?}");
-    body
-}
-
 fn token_of(r: &crate::support::Resp) -> String {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["access_token"].as_str().unwrap().to_string()
@@ -91,7 +85,7 @@ async fn broker_tokens_are_rfc9068_and_the_metadata_is_rfc8414() {
     assert_eq!(lifetime, 900, "the configured default lifetime");
 
     // Introspection answers with the same claims while active.
-    let i = introspect(&s, &t1).await;
+    let i = s.introspect(&t1).await;
     assert_eq!(i["active"], true);
     for claim in ["iss", "sub", "aud", "client_id", "scope", "jti", "exp"] {
         assert_eq!(i[claim], c1[claim], "{claim}");
@@ -170,7 +164,7 @@ async fn tokens_are_re_minted_before_they_expire() {
     assert_eq!(parsed.unix_timestamp(), c2["exp"].as_i64().unwrap());
     // The new one is what the vault now serves, and it introspects as active.
     assert_eq!(token_of(&s.vend(&ann).await), second);
-    assert_eq!(introspect(&s, &second).await["active"], true);
+    assert_eq!(s.introspect(&second).await["active"], true);
     s.stop().await;
 }
 
@@ -179,31 +173,31 @@ async fn rfc7009_revocation_ends_the_token_at_once() {
     let s = server_with(|_| {}).await;
     let (ann, _) = engineer(&s, "rfc7009@acme.example").await;
     let token = token_of(&s.vend(&ann).await);
-    assert_eq!(introspect(&s, &token).await["active"], true);
+    assert_eq!(s.introspect(&token).await["active"], true);
 
     // Without a gateway key: RFC 6749 error body, nothing revoked.
     let (status, body) = oauth(&s, "/oauth/revoke", "ab_gw_wrong", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
-    assert_eq!(introspect(&s, &token).await["active"], true);
+    assert_eq!(s.introspect(&token).await["active"], true);
     // An unknown token is not an error (RFC 7009 §2.2).
     let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, "not-a-token").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(introspect(&s, &token).await["active"], true);
+    assert_eq!(s.introspect(&token).await["active"], true);
 
     let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, &token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(introspect(&s, &token).await["active"], false);
+    assert_eq!(s.introspect(&token).await["active"], false);
     // The vault no longer serves it: the next vend is a new token.
     let again = token_of(&s.vend(&ann).await);
     assert_ne!(again, token);
-    assert_eq!(introspect(&s, &token).await["active"], false);
-    assert_eq!(introspect(&s, &again).await["active"], true);
+    assert_eq!(s.introspect(&token).await["active"], false);
+    assert_eq!(s.introspect(&again).await["active"], true);
     // A garbled or tampered token never introspects as active.
     let mut tampered = again.clone();
     tampered.pop();
     tampered.push(if again.ends_with('A') { 'B' } else { 'A' });
-    assert_eq!(introspect(&s, &tampered).await["active"], false);
+    assert_eq!(s.introspect(&tampered).await["active"], false);
     s.stop().await;
 }
 
@@ -399,7 +393,7 @@ async fn every_revocation_trigger_refuses_announces_receipts_and_audits() {
 
         // Before the response returned: the token is dead and no new one is handed out.
         assert_eq!(
-            introspect(&s, &token).await["active"],
+            s.introspect(&token).await["active"],
             false,
             "{}: introspection",
             t.name
@@ -547,11 +541,8 @@ async fn tool_decisions_are_audited_with_their_outcome() {
 
 /// `INFO commandstats` of a Redis, as (command, calls).
 fn command_calls(port: u16) -> Vec<(String, u64)> {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "commandstats"])
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout)
+    crate::redis_fixture::redis_cli(port, &["INFO", "commandstats"])
+        .expect("redis-cli runs")
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
@@ -568,21 +559,11 @@ fn command_calls(port: u16) -> Vec<(String, u64)> {
 
 /// The broker's count of vend fence re-reads.
 async fn rechecks(s: &TestServer) -> u64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("auth_broker_vend_fence_rechecks_total "))
-        .expect("the re-read counter is exported")
-        .trim()
-        .parse()
-        .unwrap()
+    crate::support::sample(
+        &s.metrics_text().await,
+        "auth_broker_vend_fence_rechecks_total",
+    )
+    .expect("the re-read counter is exported") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,11 +580,7 @@ async fn a_warm_vend_is_one_redis_command() {
     let token = token_of(&s.vend(&ann).await);
     // Let the start-up and the first mint's background work settle, then count.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let reset = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "CONFIG", "RESETSTAT"])
-        .output()
-        .unwrap();
-    assert!(reset.status.success());
+    assert!(crate::redis_fixture::redis_cli(port, &["CONFIG", "RESETSTAT"]).is_some());
     let rechecks_before = rechecks(&s).await;
     const VENDS: u64 = 40;
     for _ in 0..VENDS {

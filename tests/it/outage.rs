@@ -45,11 +45,8 @@ const OUTAGE_ANSWER: Duration = Duration::from_millis(200);
 const OUTAGE_RECOVERY: Duration = Duration::from_secs(1);
 
 fn redis_pid(port: u16) -> i32 {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "server"])
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout)
+    crate::redis_fixture::redis_cli(port, &["INFO", "server"])
+        .expect("redis-cli runs")
         .lines()
         .find_map(|l| l.trim().strip_prefix("process_id:"))
         .and_then(|p| p.parse().ok())
@@ -100,13 +97,7 @@ async fn redis_outage(io_threads: Option<usize>, how: Outage) {
         slowest < OUTAGE_ANSWER,
         "{how:?}: slowest 503 took {slowest:?}"
     );
-    let r = s
-        .http
-        .get(format!("{}/readyz", s.base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s.readyz().await, StatusCode::SERVICE_UNAVAILABLE);
 
     let back = match how {
         // Redis comes back empty (nothing persisted): no wrong decision, tokens are re-minted.
@@ -137,12 +128,6 @@ async fn redis_outage(io_threads: Option<usize>, how: Outage) {
         Outage::Killed => assert_ne!(after, before, "the empty vault re-minted"),
         Outage::Frozen => assert_eq!(after, before, "the vault kept its token"),
     }
-    let r = s
-        .http
-        .get(format!("{}/readyz", s.base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(s.readyz().await, StatusCode::OK);
     s.stop().await;
 }

@@ -64,7 +64,8 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+/// Runs `redis-cli` against the loopback server on `port`; its output when it succeeded.
+pub fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)

@@ -380,6 +380,42 @@ impl TestServer {
         r.json().await.expect("a JSON document")
     }
 
+    /// `GET /readyz`'s status.
+    pub async fn readyz(&self) -> StatusCode {
+        self.http
+            .get(format!("{}/readyz", self.base()))
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+    }
+
+    /// RFC 7662 introspection of `token` with acme's gateway key, asserting 200.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/oauth/introspect", self.base()))
+            .bearer_auth(ACME_GATEWAY)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("an introspection response")
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.text().await.expect("metrics text")
+    }
+
     /// Vends a token for a user id on `acme`'s `github`.
     pub async fn vend(&self, user_id: &str) -> Resp {
         self.gateway(
@@ -670,6 +706,17 @@ pub async fn engineer_in_group(s: &TestServer, name: &str) -> (String, String) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     (id, gid)
+}
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as exported).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The claims of a JWT (not verified: for assertions on what the broker minted).

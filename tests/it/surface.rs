@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::redis_fixture::redis_url;
 use crate::support::{
-    ACME_ADMIN, ACME_GATEWAY, Backend, Resp, TestServer, fresh_database, read, test_config,
+    ACME_ADMIN, ACME_GATEWAY, Backend, Resp, TestServer, fresh_database, read, sample, test_config,
     with_github, with_redis,
 };
 
@@ -39,17 +39,6 @@ async fn metrics(s: &TestServer) -> String {
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(ct.starts_with("text/plain"), "{ct}");
     r.text().await.unwrap()
-}
-
-/// The value of one series (`name{labels}` exactly as exported).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn must(text: &str, series: &str) -> f64 {

@@ -288,15 +288,13 @@ impl Vend {
                     (&minted, token, false)
                 }
             };
-            let Some((answer_by, rechecks)) = self
+            let Some(fence) = self
                 .answer_by(req, &user, projection.epoch, read_at)
                 .await?
             else {
                 continue;
             };
-            let mut v = self.vended(rec, token, req, &user, cached, answer_by);
-            v.rechecks = rechecks;
-            return Ok(v);
+            return Ok(self.vended(rec, token, req, &user, cached, fence));
         }
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
@@ -431,7 +429,7 @@ impl Vend {
         req: &VendRequest,
         user: &UserId,
         cached: bool,
-        answer_by: Instant,
+        (answer_by, rechecks): (Instant, u32),
     ) -> Vended {
         Vended {
             access_token: token,
@@ -442,7 +440,7 @@ impl Vend {
             cached,
             jti: rec.jti.clone(),
             answer_by,
-            rechecks: 0,
+            rechecks,
         }
     }
 }

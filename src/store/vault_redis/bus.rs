@@ -13,17 +13,16 @@
 //! replayed. That is acceptable because events only speed up what the vault already
 //! enforces (revocation bumps the epoch in the vault itself); `is_subscribed` exposes the gap.
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::{ConnectionAddr, ConnectionInfo, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::sentinel::SentinelConn;
+use super::subscription::{jittered, pump};
 use super::{Conn, Endpoint, RedisVault, connect_timeout, map_redis_error};
 use crate::domain::vault::{BusEvent, EventBus, VaultError};
 
@@ -44,8 +43,6 @@ const LOCAL_CAPACITY: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest wait between subscription attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// How often the idle subscription is pinged to prove the peer is alive.
-const PING_EVERY: Duration = Duration::from_secs(5);
 /// The subscription's connect, subscribe and ping steps are off the request path: they may
 /// take at least this long.
 const MIN_BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -172,15 +169,6 @@ fn background_timeout(op_timeout: Duration) -> Duration {
     connect_timeout(op_timeout).max(MIN_BACKGROUND_TIMEOUT)
 }
 
-/// A wait between `d/2` and `d`, so replicas that lost Redis together do not return in step.
-fn jittered(d: Duration) -> Duration {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = d / 2;
-    half + half.mul_f64((random % 1000) as f64 / 1000.0)
-}
-
 /// Where the subscription may go.
 enum Source {
     /// Fixed nodes, tried in order (standalone, or cluster seeds).
@@ -233,8 +221,18 @@ async fn subscriber(
                 Ok(pubsub) => {
                     state.send_replace(true);
                     delay = BACKOFF_MIN;
+                    let forward = |payload: &[u8]| match serde_json::from_slice::<BusEvent>(payload)
+                    {
+                        // An error only means no local subscriber right now.
+                        Ok(event) => {
+                            let _ = tx.send(event);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring a malformed event on the bus")
+                        }
+                    };
                     let why = tokio::select! {
-                        why = pump(pubsub, &tx, limit) => why,
+                        why = pump(pubsub, limit, forward) => why,
                         () = source.moved_from(node.addr()) => "the master moved",
                     };
                     state.send_replace(false);
@@ -267,35 +265,4 @@ async fn subscribe_to(
         .map_err(|_| VaultError::Unavailable("SUBSCRIBE timed out".into()))?
         .map_err(map_redis_error)?;
     Ok(pubsub)
-}
-
-/// Forwards messages until the connection ends or stops answering pings; says which.
-async fn pump(
-    pubsub: redis::aio::PubSub,
-    tx: &broadcast::Sender<BusEvent>,
-    limit: Duration,
-) -> &'static str {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ticker = tokio::time::interval(PING_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let Some(msg) = msg else { return "connection closed" };
-                match serde_json::from_slice::<BusEvent>(msg.get_payload_bytes()) {
-                    // An error only means no local subscriber right now.
-                    Ok(event) => { let _ = tx.send(event); }
-                    Err(e) => tracing::warn!(error = %e, "ignoring a malformed event on the bus"),
-                }
-            }
-            _ = ticker.tick() => {
-                match tokio::time::timeout(limit, sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return "ping failed",
-                    Err(_) => return "ping timed out",
-                }
-            }
-        }
-    }
 }

@@ -1,16 +1,15 @@
 //! The keeper task: resolves the master, swaps the connection, and listens for the sentinels'
 //! failover announcements (see the parent module's documentation).
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, RedisResult, Value};
+use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError, RedisResult};
 use tokio::sync::{mpsc, watch};
 
+use super::super::subscription::{jittered, pump};
 use super::super::{connect_timeout, manager_config};
 use super::{Master, State, no_master};
 
@@ -27,8 +26,6 @@ const SWITCH_CHANNEL: &str = "+switch-master";
 /// subscription dropped (the once-a-second check covers the meantime).
 const SUBSCRIBE_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const SUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How often a quiet subscription is pinged, to notice a sentinel that vanished silently.
-const SUBSCRIPTION_PING_EVERY: Duration = Duration::from_secs(5);
 
 /// The background task that resolves the master and swaps the connection.
 pub(super) struct Keeper {
@@ -218,7 +215,15 @@ async fn listen(l: Listener) {
                 Ok((pubsub, sentinel)) => {
                     delay = SUBSCRIBE_BACKOFF_MIN;
                     tracing::debug!(url = %l.redacted, %sentinel, "listening for Sentinel failover announcements");
-                    let why = pump(pubsub, &l).await;
+                    let why = pump(pubsub, l.limit, |payload| {
+                        let payload = String::from_utf8_lossy(payload);
+                        if let Some((ip, port)) = switched_to(&payload, &l.master_name) {
+                            tracing::info!(url = %l.redacted, master = %l.master_name, new = %format_args!("{ip}:{port}"), "a sentinel announced a failover");
+                            // Full means a resolution is already queued.
+                            let _ = l.announce.try_send(());
+                        }
+                    })
+                    .await;
                     tracing::info!(url = %l.redacted, %sentinel, reason = why, "Sentinel announcement subscription lost; polling until it is back");
                 }
                 Err(e) => {
@@ -256,35 +261,6 @@ async fn subscribe(
     Err(last.unwrap_or_else(|| no_master(Some("no sentinel configured"))))
 }
 
-/// Signals the keeper on each announcement naming our master, until the connection ends or
-/// stops answering pings; says which.
-async fn pump(pubsub: redis::aio::PubSub, l: &Listener) -> &'static str {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ticker = tokio::time::interval(SUBSCRIPTION_PING_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let Some(msg) = msg else { return "connection closed" };
-                let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
-                if let Some((ip, port)) = switched_to(&payload, &l.master_name) {
-                    tracing::info!(url = %l.redacted, master = %l.master_name, new = %format_args!("{ip}:{port}"), "a sentinel announced a failover");
-                    // Full means a resolution is already queued.
-                    let _ = l.announce.try_send(());
-                }
-            }
-            _ = ticker.tick() => {
-                match tokio::time::timeout(l.limit, sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return "ping failed",
-                    Err(_) => return "ping timed out",
-                }
-            }
-        }
-    }
-}
-
 /// The new address in a `+switch-master` message about `master`, if it is one.
 fn switched_to<'a>(payload: &'a str, master: &str) -> Option<(&'a str, u16)> {
     let words: Vec<&str> = payload.split_ascii_whitespace().collect();
@@ -292,15 +268,6 @@ fn switched_to<'a>(payload: &'a str, master: &str) -> Option<(&'a str, u16)> {
         [name, _old_ip, _old_port, ip, port] if name == master => Some((ip, port.parse().ok()?)),
         _ => None,
     }
-}
-
-/// Between half and all of `d`, so that many keepers do not retry in step.
-fn jittered(d: Duration) -> Duration {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = d / 2;
-    half + half.mul_f64((random % 1000) as f64 / 1000.0)
 }
 
 #[cfg(test)]
