@@ -63,7 +63,7 @@ fn signal(pid: i32, sig: &str) {
 }
 
 async fn redis_outage(io_threads: Option<usize>, how: Outage) {
-    let port = crate::redis_fixture::free_port();
+    let port = crate::redis_fixture::fixture_port();
     let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
     let pid = redis_pid(port);
     let (url, dir) = fresh_database(Backend::Postgres).await;

@@ -49,6 +49,18 @@ pub async fn require_reachable(vault: &RedisVault) {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range, for servers a test kills while
+/// others still point at them: `free_port` and every `bind(0)` of the suite draw from the
+/// ephemeral range, so no other test's server can start on the dead one's address.
+pub fn fixture_port() -> u16 {
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -141,6 +153,17 @@ impl RedisServer {
                 return Err(format!("redis-server on port {port} exited: {status}"));
             }
             if redis_cli(port, &["ping"]).is_some_and(|o| o.trim() == "PONG") {
+                // Another test's server may hold the port (free_port is only a guess): then
+                // this one failed to bind and is about to exit.
+                let pid = redis_cli(port, &["info", "server"]).and_then(|i| {
+                    i.lines()
+                        .find_map(|l| l.trim().strip_prefix("process_id:")?.parse::<u32>().ok())
+                });
+                if pid != Some(child.id()) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("port {port} is served by another process"));
+                }
                 return Ok(Self {
                     port,
                     child,
@@ -398,17 +421,17 @@ fn start_sentinel() -> Result<(SentinelFixture, Vec<RedisServer>), String> {
     let name = format!("vault-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     // Either node may serve a full sync: start it at once (Redis waits 5 s by default).
     let no_delay = ["--repl-diskless-sync-delay".to_string(), "0".into()];
-    let master = RedisServer::spawn(free_port(), &dir, &no_delay)?;
+    let master = RedisServer::spawn(fixture_port(), &dir, &no_delay)?;
     let mut replica_of = vec!["--replicaof".to_string(), "127.0.0.1".into()];
     replica_of.push(master.port.to_string());
     replica_of.extend(no_delay);
-    let replica = RedisServer::spawn(free_port(), &dir, &replica_of)?;
+    let replica = RedisServer::spawn(fixture_port(), &dir, &replica_of)?;
     wait_until(Duration::from_secs(10), "the replica to sync", || {
         redis_cli(replica.port, &["info", "replication"])
             .is_some_and(|i| i.contains("master_link_status:up"))
     })?;
     // Sentinel rewrites its config file: it must be writable, in the scratch directory.
-    let sentinel_port = free_port();
+    let sentinel_port = fixture_port();
     let config = dir.join(format!("sentinel-{sentinel_port}.conf"));
     std::fs::write(
         &config,

@@ -742,7 +742,7 @@ async fn recovery_time(v: &RedisVault, within: Duration) -> Duration {
 async fn vault_redis_outage_fails_fast_and_recovers() {
     let op = Duration::from_millis(100);
     let limit = Duration::from_millis(500);
-    let port = free_port();
+    let port = crate::redis_fixture::fixture_port();
     let org = fresh_org();
     let user = UserId::generate();
 
@@ -898,7 +898,7 @@ async fn vault_redis_cluster_node_outage() {
 /// The subscription comes back by itself after Redis restarts, and events flow again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_bus_redis_resubscribes_after_outage() {
-    let port = free_port();
+    let port = crate::redis_fixture::fixture_port();
     let mut server = RedisServer::start(port).unwrap();
     let url = format!("redis://127.0.0.1:{port}");
     let op = Duration::from_millis(100);
