@@ -41,12 +41,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The authenticated gateway: its credential and orgs.
-pub struct Gateway {
-    /// Credential reference (audit actor, token `client_id`).
-    pub actor: String,
-    /// Orgs the key is bound to.
-    pub orgs: Vec<String>,
-}
+pub type Gateway = std::sync::Arc<crate::service::bootstrap::GatewayGrant>;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -74,7 +69,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Gateway, Pr
         )
     })?;
     match index.verify_gateway(key) {
-        Some((actor, orgs)) => Ok(Gateway { actor, orgs }),
+        Some(grant) => Ok(grant),
         None => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -162,17 +157,6 @@ struct TokenBody {
     connector: String,
     #[serde(default)]
     scopes: Option<Vec<String>>,
-}
-
-/// The 200 body of `POST /internal/v1/token` (CONTRACT.md), serialised straight from borrows.
-#[derive(serde::Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_at: String,
-    scopes: &'a [String],
-    connector: &'a str,
-    user_id: &'a str,
 }
 
 /// The answer when the audit record of a vend or a decision cannot be queued: nothing
@@ -272,27 +256,12 @@ async fn vend(
                     .fetch_add(u64::from(v.rechecks), std::sync::atomic::Ordering::Relaxed);
             }
             // An unaudited token is never served.
-            if !s.audit_vend(&req, &gw.actor, "ok", Some(&v)) {
+            if !s.audit_vend(&req, "ok", Some(&v)) {
                 return Err((unaudited(), "unavailable"));
             }
-            let body = serde_json::to_vec(&TokenResponse {
-                access_token: v.expose(),
-                token_type: "Bearer",
-                expires_at: crate::domain::clock::rfc3339(v.expires_at * 1000),
-                scopes: &v.scopes,
-                connector: &v.connector,
-                user_id: &v.user_id,
-            })
-            .map_err(|e| {
-                let p = Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("response encoding: {e}"),
-                );
-                (p, "unavailable")
-            })?;
             // Written only while the vend fence allows; withheld (connection dropped) after.
-            let body = FencedBody::new(body.into(), v.answer_by, s.metrics.late_answers.clone());
+            let body =
+                FencedBody::new(v.served.body(), v.answer_by, s.metrics.late_answers.clone());
             let mut resp = axum::body::Body::new(body).into_response();
             let headers = resp.headers_mut();
             headers.insert(
@@ -306,7 +275,7 @@ async fn vend(
             Ok(resp)
         }
         Err(e) => {
-            s.audit_vend(&req, &gw.actor, e.code(), None);
+            s.audit_vend(&req, e.code(), None);
             let mut p = vend_problem(&e);
             if let VendError::ConsentRequired(url) = &e {
                 p = p.with("consent_url", json!(url));
@@ -442,7 +411,7 @@ async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Err(p) => return p.into_response(),
     };
     let rx = s.access.bus().subscribe();
-    Sse::new(event_stream(rx, gw.orgs))
+    Sse::new(event_stream(rx, gw.orgs.clone()))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -91,26 +91,30 @@ impl AppInner {
     pub fn audit_vend(
         &self,
         req: &VendRequest,
-        gateway: &str,
         outcome: &'static str,
-        served: Option<&crate::service::tokens::Vended>,
+        served: Option<&crate::service::vend::Vended>,
     ) -> bool {
-        let user = match (served.map(|v| v.user_id.as_str()), &req.user) {
-            (Some(id), _) => id.to_string(),
-            (None, UserRef::Id(id)) => id.clone(),
-            (None, _) => String::new(),
+        use crate::service::audit_sink::{VendAudit, VendSubject};
+        let subject = match served {
+            Some(v) => VendSubject::Served {
+                token: v.served.clone(),
+                cached: v.cached,
+            },
+            None => VendSubject::Refused {
+                user: match &req.user {
+                    UserRef::Id(id) => id.clone(),
+                    _ => String::new(),
+                },
+                connector: req.connector.clone(),
+            },
         };
         self.audit
-            .record(crate::service::audit_sink::VendAudit {
+            .record(VendAudit {
                 org: req.org.clone(),
                 at_ms: self.clock.now_ms(),
-                gateway: gateway.to_string(),
-                user,
-                connector: req.connector.clone(),
-                scopes: served.map(|v| v.scopes.clone()).unwrap_or_default(),
+                gateway: req.gateway.clone(),
                 outcome,
-                cached: served.is_some_and(|v| v.cached),
-                token_id: served.map(|v| v.jti.clone()),
+                subject,
             })
             .is_ok()
     }

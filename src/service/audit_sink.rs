@@ -19,6 +19,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::service::vend::Served;
+
 use crate::domain::audit::AuditEntry;
 use crate::domain::ports::AuditWriter;
 
@@ -44,51 +46,92 @@ pub struct VendAudit {
     /// When.
     pub at_ms: i64,
     /// The gateway credential.
-    pub gateway: String,
-    /// The user (empty when it could not be resolved).
-    pub user: String,
-    /// The connector.
-    pub connector: String,
-    /// Scopes served.
-    pub scopes: Vec<String>,
+    pub gateway: Arc<str>,
     /// Outcome code (`ok` or an error code).
     pub outcome: &'static str,
-    /// Served from the vault rather than minted.
-    pub cached: bool,
-    /// The served token's id (`jti`), never the token.
-    pub token_id: Option<String>,
+    /// What was served, or what was asked for.
+    pub subject: VendSubject,
+}
+
+/// The token a vend served (shared with its response, never copied), or the request it refused.
+#[derive(Debug, Clone)]
+pub enum VendSubject {
+    /// A token was served.
+    Served {
+        /// The token's audit facts (user, connector, scopes, `jti`).
+        token: Arc<Served>,
+        /// Served from the vault rather than minted.
+        cached: bool,
+    },
+    /// No token: the user as named (empty when it could not be resolved) and the connector.
+    Refused {
+        /// The user.
+        user: String,
+        /// The connector.
+        connector: String,
+    },
 }
 
 impl VendAudit {
+    fn user(&self) -> &str {
+        match &self.subject {
+            VendSubject::Served { token, .. } => &token.user_id,
+            VendSubject::Refused { user, .. } => user,
+        }
+    }
+
+    fn connector(&self) -> &str {
+        match &self.subject {
+            VendSubject::Served { token, .. } => &token.connector,
+            VendSubject::Refused { connector, .. } => connector,
+        }
+    }
+
+    fn scopes(&self) -> &[String] {
+        match &self.subject {
+            VendSubject::Served { token, .. } => &token.scopes,
+            VendSubject::Refused { .. } => &[],
+        }
+    }
+
+    fn cached(&self) -> bool {
+        matches!(self.subject, VendSubject::Served { cached: true, .. })
+    }
+
+    fn token_id(&self) -> Option<&str> {
+        match &self.subject {
+            VendSubject::Served { token, .. } => Some(&token.jti),
+            VendSubject::Refused { .. } => None,
+        }
+    }
+
     /// The audit entry for `count` such vends, the last one at `last_ms`.
     fn entry(self, count: u64, last_ms: i64) -> AuditEntry {
         AuditEntry {
-            org: self.org,
             at_ms: self.at_ms,
-            actor: self.gateway,
+            actor: self.gateway.to_string(),
             action: "token.vend".into(),
             resource_type: "Token".into(),
-            resource_id: self.user.clone(),
+            resource_id: self.user().to_string(),
             summary: serde_json::json!({
-                "user_id": self.user, "connector": self.connector, "scopes": self.scopes,
-                "outcome": self.outcome, "cached": self.cached, "token_id": self.token_id,
+                "user_id": self.user(), "connector": self.connector(), "scopes": self.scopes(),
+                "outcome": self.outcome, "cached": self.cached(), "token_id": self.token_id(),
                 "count": count, "last_at": crate::domain::clock::rfc3339(last_ms),
             }),
+            org: self.org,
         }
     }
-}
 
-impl VendAudit {
     /// Whether `other` is the same vend but for its time (what folding merges).
     fn same_as(&self, other: &VendAudit) -> bool {
         self.org == other.org
             && self.gateway == other.gateway
-            && self.user == other.user
-            && self.connector == other.connector
-            && self.scopes == other.scopes
+            && self.user() == other.user()
+            && self.connector() == other.connector()
+            && self.scopes() == other.scopes()
             && self.outcome == other.outcome
-            && self.cached == other.cached
-            && self.token_id == other.token_id
+            && self.cached() == other.cached()
+            && self.token_id() == other.token_id()
     }
 
     fn fold_hash(&self) -> u64 {
@@ -96,12 +139,12 @@ impl VendAudit {
         let mut h = FOLD_HASHER.build_hasher();
         (
             self.org.as_str(),
-            &self.gateway,
-            &self.user,
-            &self.connector,
+            &*self.gateway,
+            self.user(),
+            self.connector(),
         )
             .hash(&mut h);
-        (&self.scopes, self.outcome, self.cached, &self.token_id).hash(&mut h);
+        (self.scopes(), self.outcome, self.cached(), self.token_id()).hash(&mut h);
         h.finish()
     }
 }
@@ -366,16 +409,32 @@ mod tests {
     use crate::domain::OrgId;
 
     fn vend(user: &str, at_ms: i64, token: Option<&str>, outcome: &'static str) -> Pending {
+        let subject = match token {
+            Some(jti) => VendSubject::Served {
+                token: Arc::new(Served::new(
+                    &crate::service::tokens::TokenRecord {
+                        access_token: "t".into(),
+                        expires_at: 2_000_000_000,
+                        scopes: vec!["repo:read".into()],
+                        jti: jti.into(),
+                        minted_at: 1_999_999_000,
+                    },
+                    "github",
+                    user,
+                )),
+                cached: true,
+            },
+            None => VendSubject::Refused {
+                user: user.into(),
+                connector: "github".into(),
+            },
+        };
         Pending::Vend(VendAudit {
             org: OrgId::new("acme"),
             at_ms,
             gateway: "gateway:1".into(),
-            user: user.into(),
-            connector: "github".into(),
-            scopes: vec!["repo:read".into()],
             outcome,
-            cached: token.is_some(),
-            token_id: token.map(str::to_string),
+            subject,
         })
     }
 

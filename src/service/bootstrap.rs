@@ -7,6 +7,7 @@
 //! the CLI can print them. Later starts find them stored and print nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -68,19 +69,31 @@ pub struct CredentialEntry {
 #[derive(Debug, Clone, Default)]
 pub struct CredentialIndex {
     by_org: HashMap<String, Vec<CredentialEntry>>,
-    gateways: HashMap<SecretHash, (String, Vec<String>)>,
+    gateways: HashMap<SecretHash, Arc<GatewayGrant>>,
+}
+
+/// What a gateway key is: its credential reference and the orgs it is bound to, shared by
+/// every request that presents it.
+#[derive(Debug, Clone)]
+pub struct GatewayGrant {
+    /// Credential reference (audit actor, token `client_id`).
+    pub actor: Arc<str>,
+    /// Orgs the key is bound to.
+    pub orgs: Vec<String>,
 }
 
 impl CredentialIndex {
     /// Adds a credential for an org.
     pub fn add(&mut self, org: &str, entry: CredentialEntry) {
         if entry.kind == CredentialKind::Gateway {
-            let slot = self
-                .gateways
-                .entry(entry.hash.clone())
-                .or_insert_with(|| (entry.actor.clone(), Vec::new()));
-            if !slot.1.iter().any(|o| o == org) {
-                slot.1.push(org.to_string());
+            let slot = self.gateways.entry(entry.hash.clone()).or_insert_with(|| {
+                Arc::new(GatewayGrant {
+                    actor: entry.actor.as_str().into(),
+                    orgs: Vec::new(),
+                })
+            });
+            if !slot.orgs.iter().any(|o| o == org) {
+                Arc::make_mut(slot).orgs.push(org.to_string());
             }
         }
         self.by_org.entry(org.to_string()).or_default().push(entry);
@@ -88,7 +101,7 @@ impl CredentialIndex {
 
     /// A gateway key's actor and the orgs it is bound to: one SHA-256 and one map look-up,
     /// then a constant-time comparison of the stored hash.
-    pub fn verify_gateway(&self, presented: &str) -> Option<(String, Vec<String>)> {
+    pub fn verify_gateway(&self, presented: &str) -> Option<Arc<GatewayGrant>> {
         let h = hash_str(presented);
         let (stored, entry) = self.gateways.get_key_value(&h)?;
         stored.ct_eq(&h).then(|| entry.clone())

@@ -1,9 +1,6 @@
 //! The broker's own tokens: the sealed token record kept in the vault, and RFC 9068 JWT
 //! access tokens minted for `broker_jwt` connectors with the broker's ES256 keys.
 
-use std::sync::Arc;
-
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -130,44 +127,4 @@ pub struct MintInput<'a> {
     pub epoch: u64,
     /// Lifetime.
     pub ttl_secs: u64,
-}
-
-/// A token handed to a gateway: the value stays secret until serialised into the response.
-#[derive(Clone)]
-pub struct Vended {
-    /// The access token.
-    pub access_token: Arc<SecretString>,
-    /// Expiry, Unix seconds.
-    pub expires_at: i64,
-    /// Scopes it carries.
-    pub scopes: Vec<String>,
-    /// The connector.
-    pub connector: String,
-    /// The user's id.
-    pub user_id: String,
-    /// Whether it came from the vault (true) or was minted for this request.
-    pub cached: bool,
-    /// The token's id (`jti`): what the audit log names instead of the token.
-    pub jti: String,
-    /// The response carrying the token must be written before this (the vend fence).
-    pub answer_by: std::time::Instant,
-    /// Extra epoch reads the vend fence asked for (0 on a prompt vend: one round trip).
-    pub rechecks: u32,
-}
-
-impl std::fmt::Debug for Vended {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vended")
-            .field("connector", &self.connector)
-            .field("user_id", &self.user_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Vended {
-    /// The token value, for the response body only.
-    pub fn expose(&self) -> &str {
-        self.access_token.expose_secret()
-    }
 }

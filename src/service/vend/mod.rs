@@ -6,15 +6,16 @@
 //! the user's epoch, so a mint racing a revocation can never store or return its token.
 
 mod open_cache;
+mod served;
+
+pub use served::{Served, Vended};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-
 use super::access::{Access, AccessError, token_field};
-use super::tokens::{MintInput, Signer, TokenRecord, Vended, seal};
+use super::tokens::{MintInput, Signer, TokenRecord, seal};
 use crate::crypto::seal::{Aad, KeyRing};
 use crate::domain::clock::Clock;
 use crate::domain::connector::{Connector, Strategy};
@@ -48,7 +49,7 @@ pub struct VendRequest {
     /// Requested scopes (a subset of the entitlement), or all.
     pub scopes: Option<Vec<String>>,
     /// The gateway credential (the token's `client_id`).
-    pub gateway: String,
+    pub gateway: Arc<str>,
 }
 
 /// Every way a vend can fail; each maps to one status and `code` (CONTRACT.md).
@@ -264,9 +265,8 @@ impl Vend {
                     o.record.expires_at - now > self.refresh_margin_secs
                         && o.record.scopes == scopes
                 });
-            let minted;
-            let (rec, token, cached) = match &fresh {
-                Some(o) => (&o.record, o.token.clone(), true),
+            let (served, cached) = match fresh {
+                Some(o) => (o.served.clone(), true),
                 None => {
                     let rec = self
                         .mint(req, &user, &scopes, projection.epoch, now)
@@ -283,9 +283,10 @@ impl Vend {
                         // decide again.
                         CasOutcome::EpochMoved => continue,
                     }
-                    let token = Arc::new(SecretString::from(rec.access_token.clone()));
-                    minted = rec;
-                    (&minted, token, false)
+                    (
+                        Arc::new(Served::new(&rec, &req.connector, user.as_str())),
+                        false,
+                    )
                 }
             };
             let Some(fence) = self
@@ -294,7 +295,13 @@ impl Vend {
             else {
                 continue;
             };
-            return Ok(self.vended(rec, token, req, &user, cached, fence));
+            let (answer_by, rechecks) = fence;
+            return Ok(Vended {
+                served,
+                cached,
+                answer_by,
+                rechecks,
+            });
         }
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
@@ -418,29 +425,6 @@ impl Vend {
             other => Err(VendError::Upstream(format!(
                 "strategy {other:?} is not available in this version of the broker"
             ))),
-        }
-    }
-
-    /// The response of a vend: the record's facts and its token (shared, never copied again).
-    fn vended(
-        &self,
-        rec: &TokenRecord,
-        token: Arc<SecretString>,
-        req: &VendRequest,
-        user: &UserId,
-        cached: bool,
-        (answer_by, rechecks): (Instant, u32),
-    ) -> Vended {
-        Vended {
-            access_token: token,
-            expires_at: rec.expires_at,
-            scopes: rec.scopes.clone(),
-            connector: req.connector.clone(),
-            user_id: user.to_string(),
-            cached,
-            jti: rec.jti.clone(),
-            answer_by,
-            rechecks,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Token records opened recently, keyed by their ciphertext, so that a warm vend of an
-//! unchanged sealed record skips AES-GCM and JSON decoding.
+//! unchanged sealed record skips AES-GCM, JSON decoding and building its response.
 //!
 //! The vault stays the authority: every vend still reads the sealed record from it, and the
 //! cache is used only when that ciphertext is byte-for-byte the one opened before, for the
@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use secrecy::SecretString;
-
+use super::served::Served;
 use crate::crypto::seal::{Aad, KeyRing, SealError};
+use crate::service::access::field_connector;
 use crate::service::tokens::{TokenRecord, open};
 
 /// Most records kept; the cache is emptied when it is full (it refills on the next vends).
@@ -29,8 +29,8 @@ pub struct Opened {
     epoch: u64,
     /// The record.
     pub record: TokenRecord,
-    /// Its token, shared with every response that serves it.
-    pub token: Arc<SecretString>,
+    /// Its response and audit facts, shared with every vend that serves it.
+    pub served: Arc<Served>,
 }
 
 /// The cache.
@@ -69,7 +69,11 @@ impl OpenCache {
             user: aad.user.to_string(),
             field: aad.connector.to_string(),
             epoch: aad.record_version,
-            token: Arc::new(SecretString::from(record.access_token.clone())),
+            served: Arc::new(Served::new(
+                &record,
+                field_connector(aad.connector),
+                aad.user,
+            )),
             record,
         });
         if let Some(k) = key
