@@ -16,6 +16,9 @@
 #
 # Usage: scripts/bench-vend.sh
 #
+# The broker runs with server.io_thread_nice = -19 (AUTH_BROKER_BENCH_NICE=N to change it,
+# AUTH_BROKER_BENCH_NICE= to leave it unset); the summary says what the I/O threads got.
+#
 # Needs a PostgreSQL server that accepts the role in AUTH_BROKER_BENCH_PG (default
 # postgres://postgres@127.0.0.1:5432, must be able to create databases), Redis at
 # AUTH_BROKER_BENCH_REDIS_HOST:AUTH_BROKER_BENCH_REDIS_PORT (default 127.0.0.1:6379, logical
@@ -57,6 +60,10 @@ ROUNDS=200        # deactivation rounds
 TOKENS=20         # tokens held by the user being deactivated
 USERS=100         # users the vend load rotates over
 GET_REQUESTS=200000
+# server.io_thread_nice for the broker under test (empty: not set). The broker shares two
+# CPUs with Redis, PostgreSQL and the load generator here; a gateway's broker would not.
+IO_NICE=${AUTH_BROKER_BENCH_NICE--19}
+NICE_LINE=${IO_NICE:+io_thread_nice = $IO_NICE}
 
 log() { printf '%s\n' "bench-vend: $*" >&2; }
 die() {
@@ -139,6 +146,7 @@ REDIS_URL=redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB
 listen = "127.0.0.1:$PORT"
 public_url = "$BASE"
 shutdown_grace_secs = 2
+$NICE_LINE
 
 [storage]
 data_dir = "$TMP/data"
@@ -201,6 +209,11 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 curl -fs "$BASE/readyz" >/dev/null || die "the broker did not become ready"
+# The nice values the I/O threads run with (field 19 of each thread's stat), e.g. "-19 -19".
+IO_NICE_SEEN=$(for t in /proc/"$BROKER_PID"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in auth-broker-io*) ;; *) continue ;; esac
+    sed 's/^.*) //' "$t/stat" | awk '{ print $17 }'
+done | tr '\n' ' ' | sed 's/ $//')
 
 "$VEND" setup --base "$BASE" --org "$ORG" --scim-token "$SCIM_TOKEN" \
     --gateway-key "$GATEWAY_KEY" --users "$USERS" --out "$TMP/users.txt" >"$TMP/setup.out"
@@ -446,7 +459,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 row() { printf '%-46s %-34s %-13s %s\n' "$@"; }
 echo
-echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run =="
+echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?} =="
 row "" "result" "target" ""
 row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_RPS") req/s" "" ""
 row "2 warm vend, $CONNECTIONS conns, wrk $WRK_THREADS threads" "$(fmt "$VEND_RPS") req/s = $RATIO x GET" ">= 0.50 x GET" "$V_RATIO"

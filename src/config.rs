@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// Pin each I/O thread to a CPU of its own (when there are as many CPUs as threads), so
     /// the scheduler cannot stack them on one CPU while another runs lighter work.
     pub pin_io_threads: bool,
+    /// Nice value for the I/O threads (-20..=19; unset leaves them as started). Below 0 they
+    /// get the CPU ahead of the broker's background work and co-located processes.
+    pub io_thread_nice: Option<i32>,
 }
 
 /// `[storage]`
@@ -280,6 +283,7 @@ impl ServerConfig {
         crate::IoThreads {
             count: self.io_thread_count(),
             pin: self.pin_io_threads,
+            nice: self.io_thread_nice,
         }
     }
 
@@ -302,6 +306,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             io_threads: 0,
             pin_io_threads: true,
+            io_thread_nice: None,
         }
     }
 }
@@ -491,6 +496,14 @@ impl Config {
             out.push(problem(
                 "server.listen",
                 "must be an address such as 127.0.0.1:8080",
+            ));
+        }
+        if let Some(n) = self.server.io_thread_nice
+            && !(-20..=19).contains(&n)
+        {
+            out.push(problem(
+                "server.io_thread_nice",
+                "must be a nice value from -20 to 19",
             ));
         }
         if let Some(u) = &self.server.public_url

@@ -11,9 +11,10 @@
 //! long-lived gateway connections, where a hash split is often 30/20.
 //!
 //! With `server.pin_io_threads` (the default) each thread is pinned to a CPU of its own
-//! ([`affinity`]).
+//! ([`affinity`]); with `server.io_thread_nice` each is given that nice value ([`priority`]).
 
 mod affinity;
+mod priority;
 
 use std::future::Future;
 use std::io;
@@ -40,6 +41,8 @@ pub struct IoThreads {
     pub count: usize,
     /// Pin thread i to the i-th CPU the process may run on, when there are enough of them.
     pub pin: bool,
+    /// Nice value to give each thread (`server.io_thread_nice`), if any.
+    pub nice: Option<i32>,
 }
 
 /// Serves `prepared.router` on `listener` with `io.count` single-threaded runtimes until
@@ -95,6 +98,17 @@ pub async fn serve_threads(
                         Err(e) => {
                             tracing::warn!(thread = i, cpu, error = %e, "I/O thread not pinned")
                         }
+                    }
+                }
+                if let Some(nice) = io.nice {
+                    match priority::set_current(nice) {
+                        Ok(()) => tracing::debug!(thread = i, nice, "I/O thread niceness set"),
+                        Err(e) => tracing::warn!(
+                            thread = i,
+                            nice,
+                            error = %e,
+                            "I/O thread niceness not set (a negative value needs CAP_SYS_NICE)"
+                        ),
                     }
                 }
                 let rt = match tokio::runtime::Builder::new_current_thread()

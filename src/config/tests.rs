@@ -42,6 +42,22 @@ fn validation_names_each_bad_key() {
 }
 
 #[test]
+fn io_thread_nice_must_be_a_nice_value() {
+    let keys = |toml: &str| -> Vec<String> {
+        let c = parse(toml).unwrap();
+        c.validate().into_iter().map(|p| p.key).collect()
+    };
+    assert!(keys("[server]\nio_thread_nice = -20\n").is_empty());
+    assert!(keys("[server]\nio_thread_nice = 19\n").is_empty());
+    for bad in ["-21", "20"] {
+        assert_eq!(
+            keys(&format!("[server]\nio_thread_nice = {bad}\n")),
+            ["server.io_thread_nice"]
+        );
+    }
+}
+
+#[test]
 fn org_without_scim_token_is_rejected() {
     let c = parse("[orgs.acme]\ndisplay_name = \"Acme\"\n").unwrap();
     let problems = c.validate();

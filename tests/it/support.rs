@@ -274,6 +274,7 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let io = auth_broker::IoThreads {
             count: threads,
+            nice: None,
             pin: config.server.pin_io_threads,
         };
         let task = tokio::spawn(auth_broker::serve_threads(
