@@ -16,8 +16,8 @@
 #
 # Usage: scripts/bench-vend.sh
 #
-# The broker runs with server.io_thread_nice = -19 (AUTH_BROKER_BENCH_NICE=N to change it,
-# AUTH_BROKER_BENCH_NICE= to leave it unset); the summary says what the I/O threads got.
+# AUTH_BROKER_BENCH_NICE=N runs the broker with server.io_thread_nice = N (unset by default);
+# the summary says what nice value the I/O threads got.
 #
 # Needs a PostgreSQL server that accepts the role in AUTH_BROKER_BENCH_PG (default
 # postgres://postgres@127.0.0.1:5432, must be able to create databases), Redis at
@@ -62,7 +62,7 @@ USERS=100         # users the vend load rotates over
 GET_REQUESTS=200000
 # server.io_thread_nice for the broker under test (empty: not set). The broker shares two
 # CPUs with Redis, PostgreSQL and the load generator here; a gateway's broker would not.
-IO_NICE=${AUTH_BROKER_BENCH_NICE--19}
+IO_NICE=${AUTH_BROKER_BENCH_NICE:-}
 NICE_LINE=${IO_NICE:+io_thread_nice = $IO_NICE}
 
 log() { printf '%s\n' "bench-vend: $*" >&2; }
