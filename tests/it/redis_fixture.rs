@@ -486,7 +486,12 @@ fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> 
 /// with the returned servers.
 pub async fn private_sentinel() -> (SentinelFixture, Vec<RedisServer>) {
     tokio::task::spawn_blocking(|| {
-        start_sentinel().unwrap_or_else(|e| panic!("private Redis Sentinel: {e}"))
+        start_sentinel()
+            .or_else(|e| {
+                eprintln!("redis sentinel start-up failed ({e}); starting it again");
+                start_sentinel()
+            })
+            .unwrap_or_else(|e| panic!("private Redis Sentinel: {e}"))
     })
     .await
     .expect("sentinel start-up task")
@@ -500,7 +505,12 @@ pub async fn sentinel() -> SentinelFixture {
     let started = tokio::task::spawn_blocking(|| {
         SENTINEL
             .get_or_init(|| {
-                let (fixture, nodes) = start_sentinel()?;
+                // A start-up that misses one of its deadlines on a loaded machine is tried once
+                // more on fresh ports; a second failure fails every test that needs it.
+                let (fixture, nodes) = start_sentinel().or_else(|e| {
+                    eprintln!("redis sentinel start-up failed ({e}); starting it again");
+                    start_sentinel()
+                })?;
                 SENTINEL_NODES
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

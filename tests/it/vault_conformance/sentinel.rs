@@ -89,6 +89,8 @@ async fn survives(failure: Failure) {
     }
 
     let (mut worst, mut refused, mut n) = (Duration::ZERO, 0, 0);
+    // Whether the projection was written again after a server answered without it.
+    let mut rebuilt = false;
     let recovered = loop {
         n += 1;
         let tag = format!("after-{n}");
@@ -115,7 +117,10 @@ async fn survives(failure: Failure) {
             // treats as a flushed vault: rebuilt with a newer epoch). Never other data.
             if r.projection.is_some() {
                 assert_eq!(r.projection.as_ref(), Some(&p));
-                assert_eq!(r.sealed.as_deref(), Some(&b"before"[..]));
+                // After a rebuild the emptied server has the projection but not the token.
+                if !(rebuilt && r.sealed.is_none()) {
+                    assert_eq!(r.sealed.as_deref(), Some(&b"before"[..]));
+                }
             } else {
                 assert_eq!(r.sealed, None, "a token without its projection");
             }
@@ -126,8 +131,17 @@ async fn survives(failure: Failure) {
             if there.and_then(|r| r.sealed).as_deref() == Some(tag.as_bytes()) && read.is_ok() {
                 break began.elapsed();
             }
-        } else if let Ok(outcome) = &write {
-            panic!("store_token at the current epoch: {outcome:?}");
+        } else if let Ok(CasOutcome::EpochMoved) = &write {
+            // The server that answered holds no epoch for the user: the old master emptied
+            // for its resynchronisation, or a replica that lost its copy with the crashed
+            // master mid-sync (Redis replicates asynchronously and these servers keep nothing
+            // on disk). The write is refused, which is the fail-closed answer; the broker then
+            // rebuilds the projection from the system of record, as done here. The loop still
+            // ends only once the new master itself stores the token.
+            refused += 1;
+            if read.as_ref().is_ok_and(|r| r.projection.is_none()) {
+                rebuilt |= v.put_projection(&org, &user, &p).await.is_ok();
+            }
         }
         assert!(
             began.elapsed() < RECOVERY_BOUND,
@@ -147,7 +161,13 @@ async fn survives(failure: Failure) {
         .await
         .unwrap();
     deleted.sort();
-    assert_eq!((epoch, deleted), (2, vec!["github".into(), "slack".into()]));
+    // An emptied server that was rebuilt lost the token stored before the failure.
+    let expected: Vec<String> = if rebuilt {
+        vec!["slack".into()]
+    } else {
+        vec!["github".into(), "slack".into()]
+    };
+    assert_eq!((epoch, deleted), (2, expected));
     assert_eq!(
         v.store_token(&org, &user, "github", 1, b"late")
             .await
