@@ -34,14 +34,7 @@ async fn active(s: &TestServer, token: &str) -> bool {
 }
 
 async fn deactivate_entra(s: &TestServer, user: &str) {
-    let r = s
-        .acme()
-        .patch(
-            &format!("/Users/{user}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "False"}]}),
-        )
-        .await;
+    let r = s.acme().set_active_entra(user, false).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["active"], false);
 }
@@ -447,14 +440,7 @@ async fn vend_and_revoke_on_redis_cluster() {
     );
 
     // Reactivation mints a new token; the old one stays dead.
-    let r = s
-        .acme()
-        .patch(
-            &format!("/Users/{ann}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "True"}]}),
-        )
-        .await;
+    let r = s.acme().set_active_entra(&ann, true).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let again = vend_ok(&s, &ann).await;
     assert_ne!(again, token);
@@ -546,14 +532,7 @@ async fn vend_and_revoke_on_redis_sentinel_across_a_failover() {
     // answer); then her new token must be stored on the new master.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = s
-            .acme()
-            .patch(
-                &format!("/Users/{ann}"),
-                json!({"schemas": [PATCH], "Operations": [
-                {"op": "Replace", "path": "active", "value": "True"}]}),
-            )
-            .await;
+        let r = s.acme().set_active_entra(&ann, true).await;
         if r.status == StatusCode::OK {
             break;
         }

@@ -114,14 +114,7 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     );
 
     // Reactivate, vend again, then Entra's soft delete.
-    let r = s
-        .acme()
-        .patch(
-            &format!("/Users/{ann}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "True"}]}),
-        )
-        .await;
+    let r = s.acme().set_active_entra(&ann, true).await;
     assert_eq!(r.body["active"], true);
     let r = s.vend(&ann).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -132,13 +125,7 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
         false,
         "reactivation does not revive old tokens"
     );
-    s.acme()
-        .patch(
-            &format!("/Users/{ann}"),
-            json!({"schemas": [PATCH], "Operations": [
-            {"op": "Replace", "path": "active", "value": "False"}]}),
-        )
-        .await;
+    s.acme().set_active_entra(&ann, false).await;
     assert_eq!(s.vend(&ann).await.body["code"], "user_inactive");
     assert_eq!(s.introspect(&again).await["active"], false);
 
@@ -507,14 +494,7 @@ async fn two_replicas_see_each_others_revocations() {
     let b = TestServer::start_with(Backend::Postgres, cfg).await;
     let (ann, _) = engineer(&a, "two@acme.example").await;
     // Subscribe to B's event stream before the revocation happens on A.
-    let mut events = b
-        .http
-        .get(format!("{}/internal/v1/events", b.base()))
-        .bearer_auth(ACME_GATEWAY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.status(), StatusCode::OK);
+    let mut events = b.events().await;
     let token = a.vend(&ann).await.body["access_token"]
         .as_str()
         .unwrap()

@@ -328,14 +328,7 @@ async fn fire(s: &TestServer, t: &Trigger, user: &str, user_name: &str, group: &
             )
             .await
         }
-        "entra patch" => {
-            acme.patch(
-                &format!("/Users/{user}"),
-                json!({"schemas": [PATCH], "Operations": [
-                    {"op": "Replace", "path": "active", "value": "False"}]}),
-            )
-            .await
-        }
+        "entra patch" => acme.set_active_entra(user, false).await,
         "scim delete" => acme.delete(&format!("/Users/{user}")).await,
         "group removal" => {
             acme.patch(
@@ -376,14 +369,7 @@ async fn fire(s: &TestServer, t: &Trigger, user: &str, user_name: &str, group: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_revocation_trigger_refuses_announces_receipts_and_audits() {
     let s = server_with(|_| {}).await;
-    let mut events = s
-        .http
-        .get(format!("{}/internal/v1/events", s.base()))
-        .bearer_auth(ACME_GATEWAY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.status(), StatusCode::OK);
+    let mut events = s.events().await;
     let mut seen = String::new();
     for (i, t) in TRIGGERS.iter().enumerate() {
         let name = format!("trigger{i}@acme.example");

@@ -368,6 +368,16 @@ impl SentinelFixture {
         )
     }
 
+    /// The same deployment behind a dead sentinel listed first (clients must skip it).
+    pub fn url_behind_dead_sentinel(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{}",
+            free_port(),
+            self.sentinel_port,
+            self.name
+        )
+    }
+
     /// The port the sentinel names as master now.
     pub fn current_master(&self) -> Option<u16> {
         let out = redis_cli(

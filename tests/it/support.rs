@@ -418,6 +418,19 @@ impl TestServer {
     }
 
     /// Vends a token for a user id on `acme`'s `github`.
+    /// Subscribes to the gateway event stream (SSE) with the acme gateway key (asserting 200).
+    pub async fn events(&self) -> reqwest::Response {
+        let r = self
+            .http
+            .get(format!("{}/internal/v1/events", self.base()))
+            .bearer_auth(ACME_GATEWAY)
+            .send()
+            .await
+            .expect("event stream request sent");
+        assert_eq!(r.status(), StatusCode::OK, "event stream refused");
+        r
+    }
+
     pub async fn vend(&self, user_id: &str) -> Resp {
         self.gateway(
             ACME_GATEWAY,
@@ -561,6 +574,20 @@ impl Scim {
     }
     pub async fn delete(&self, path: &str) -> Resp {
         self.send(Method::DELETE, path, None).await
+    }
+
+    /// Sets a user's `active` as Microsoft Entra does: a PATCH `Replace` whose value is the
+    /// string "True" or "False".
+    pub async fn set_active_entra(&self, user: &str, active: bool) -> Resp {
+        let value = if active { "True" } else { "False" };
+        self.patch(
+            &format!("/Users/{user}"),
+            serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "Replace", "path": "active", "value": value}],
+            }),
+        )
+        .await
     }
 
     /// Creates a user and returns its id (asserting 201).

@@ -263,14 +263,12 @@ impl Vend {
                 .and_then(|sealed| self.opened.open(&self.ring, sealed, &aad).ok())
                 .filter(|o| {
                     o.record.expires_at - now > self.refresh_margin_secs
-                        && o.record.scopes == scopes
+                        && o.record.scopes.as_slice() == scopes
                 });
             let (served, cached) = match fresh {
                 Some(o) => (o.served.clone(), true),
                 None => {
-                    let rec = self
-                        .mint(req, &user, &scopes, projection.epoch, now)
-                        .await?;
+                    let rec = self.mint(req, &user, scopes, projection.epoch, now).await?;
                     let sealed = seal(&self.ring, &rec, &aad);
                     match self
                         .access
@@ -358,14 +356,15 @@ impl Vend {
         Ok(())
     }
 
-    /// The decision from the projection: the scopes to mint, or why not.
-    async fn decide(
+    /// The decision from the projection: the scopes to mint (borrowed from the entitlement
+    /// or the request), or why not.
+    async fn decide<'a>(
         &self,
         org: &OrgId,
-        p: &Projection,
+        p: &'a Projection,
         connector: &str,
-        requested: Option<&[String]>,
-    ) -> Result<Vec<String>, VendError> {
+        requested: Option<&'a [String]>,
+    ) -> Result<&'a [String], VendError> {
         if !p.active {
             return Err(VendError::UserInactive);
         }
@@ -382,10 +381,10 @@ impl Vend {
             });
         };
         match requested {
-            None | Some([]) => Ok(entitled.clone()),
+            None | Some([]) => Ok(entitled),
             Some(req) => match req.iter().find(|s| !entitled.contains(s)) {
                 Some(s) => Err(VendError::ScopeNotEntitled(s.clone())),
-                None => Ok(req.to_vec()),
+                None => Ok(req),
             },
         }
     }

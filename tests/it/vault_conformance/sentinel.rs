@@ -43,12 +43,7 @@ async fn vault_redis_sentinel_master_crash() {
 async fn survives(failure: Failure) {
     let (s, mut servers) = private_sentinel().await;
     // A dead sentinel first in the list: it is skipped.
-    let url = format!(
-        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{}",
-        free_port(),
-        s.sentinel_port,
-        s.name
-    );
+    let url = s.url_behind_dead_sentinel();
     let v = RedisVault::connect(&url, OP).await.unwrap();
     require_reachable(&v).await;
     let bus_a = RedisBus::connect(&url, OP).await.unwrap();
@@ -248,12 +243,7 @@ const SWITCH_BOUND: Duration = Duration::from_millis(500);
 async fn vault_redis_sentinel_switches_on_announcement() {
     let (s, _servers) = private_sentinel().await;
     // A dead sentinel first in the list: the subscription goes to the live one.
-    let url = format!(
-        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{}",
-        free_port(),
-        s.sentinel_port,
-        s.name
-    );
+    let url = s.url_behind_dead_sentinel();
     let v = RedisVault::connect(&url, OP).await.unwrap();
     require_reachable(&v).await;
     let mut sentinel = connect(s.sentinel_port).await;
