@@ -334,8 +334,10 @@ impl Access {
         .await
     }
 
-    /// Purges every token of the user and moves the epoch (one atomic vault call), waits out
-    /// the vend fence, then tells every replica and keeps the receipt and audit record.
+    /// Purges every token of the user and moves the epoch (one atomic vault call), then tells
+    /// every replica and keeps the receipt and audit record while the vend fence is waited out
+    /// (the answer leaves only when both are done: the fence bounds when, not what, a
+    /// revocation announces).
     async fn revoke_and_record(
         &self,
         org: &OrgId,
@@ -346,8 +348,29 @@ impl Access {
         let (epoch, revoked) = self.vault.revoke(org, user, projection, None).await?;
         self.revocations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Vends that read the old epoch either answer within the fence or re-check.
-        self.fence.wait_out().await;
+        // Vends that read the old epoch either answer within the fence or re-check; the
+        // announcement and the receipt are made meanwhile.
+        let (_, recorded) = tokio::join!(
+            self.fence.wait_out(),
+            self.announce_and_record(org, user, epoch, &revoked, r)
+        );
+        recorded?;
+        Ok(SyncOutcome {
+            epoch,
+            revoked,
+            bumped: true,
+        })
+    }
+
+    /// Publishes a revocation's event and keeps its receipt and audit record.
+    async fn announce_and_record(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        epoch: u64,
+        revoked: &[String],
+        r: Revocation<'_>,
+    ) -> Result<(), AccessError> {
         let now = self.clock.now_ms();
         let mut connectors: Vec<String> = revoked
             .iter()
@@ -390,11 +413,7 @@ impl Access {
             summary,
         };
         self.receipts.record(&receipt, &audit).await?;
-        Ok(SyncOutcome {
-            epoch,
-            revoked,
-            bumped: true,
-        })
+        Ok(())
     }
 }
 

@@ -307,8 +307,8 @@ impl Vend {
     }
 
     /// Until when a vend that read the user's epoch at `read_at` may answer: while that read
-    /// is older than the fence allows, the epoch is read again (a slow read is retried, a few
-    /// times); `None` when the epoch has moved. The answer always leaves at least half the
+    /// is older than the fence allows, the epoch is read again (a slow read is retried for as
+    /// long as the fence's re-read budget lasts); `None` when the epoch has moved. The answer always leaves at least half the
     /// fence's window for the response to be written; it comes with the number of re-reads.
     async fn answer_by(
         &self,
@@ -321,7 +321,7 @@ impl Vend {
         let mut confirmed = read_at;
         let mut rechecks = 0;
         while fence.must_recheck(confirmed) {
-            if rechecks == 3 {
+            if fence.out_of_budget(read_at) {
                 return Err(VendError::Unavailable(
                     "the user's access could not be confirmed quickly enough; retry".into(),
                 ));
