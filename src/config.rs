@@ -86,6 +86,9 @@ pub struct StorageConfig {
     pub redis_url: Option<String>,
     /// Time limit of every vault call; beyond it the call fails closed with 503.
     pub redis_timeout_ms: u64,
+    /// Replicas that must hold a revocation (or projection) before it answers, so a master's
+    /// crash cannot bring tokens back; unset: 1 behind Sentinel, none otherwise.
+    pub redis_wait_replicas: Option<u32>,
 }
 
 /// `[vault]`: the AES-256-GCM key ring that seals stored tokens.
@@ -320,6 +323,7 @@ impl Default for StorageConfig {
             acquire_timeout_ms: 2000,
             redis_url: None,
             redis_timeout_ms: 150,
+            redis_wait_replicas: None,
         }
     }
 }
@@ -539,6 +543,15 @@ impl Config {
             out.push(problem(
                 "storage.redis_url",
                 "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
+            ));
+        }
+        if let (Some(url), Some(n)) = (&self.storage.redis_url, self.storage.redis_wait_replicas)
+            && n > 0
+            && url.starts_with("redis+cluster://")
+        {
+            out.push(problem(
+                "storage.redis_wait_replicas",
+                "waiting for replicas is not supported with Redis Cluster; leave it unset or 0",
             ));
         }
         if self.storage.redis_timeout_ms == 0 {

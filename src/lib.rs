@@ -88,9 +88,13 @@ pub async fn prepare(
     ) = match &config.storage.redis_url {
         Some(url) => {
             let vault = Arc::new(
-                store::vault_redis::RedisVault::connect(url, timeout)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?,
+                store::vault_redis::RedisVault::connect_with(
+                    url,
+                    timeout,
+                    config.storage.redis_wait_replicas,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?,
             );
             let bus = store::vault_redis::RedisBus::connect(url, timeout)
                 .await
@@ -330,9 +334,10 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<service::rotation::R
     let ring = keys::key_ring(config)?;
     let vault: Arc<dyn domain::vault::Vault> = match &config.storage.redis_url {
         Some(url) => Arc::new(
-            store::vault_redis::RedisVault::connect(
+            store::vault_redis::RedisVault::connect_with(
                 url,
                 Duration::from_millis(config.storage.redis_timeout_ms.max(1000)),
+                config.storage.redis_wait_replicas,
             )
             .await
             .map_err(|e| anyhow::anyhow!("storage.redis_url: {e}"))?,

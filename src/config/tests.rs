@@ -42,6 +42,23 @@ fn validation_names_each_bad_key() {
 }
 
 #[test]
+fn waiting_for_replicas_is_refused_with_cluster_only() {
+    let keys = |url: &str, n: u32| -> Vec<String> {
+        let c = parse(&format!(
+            "[storage]\nredis_url = \"{url}\"\nredis_wait_replicas = {n}\n\
+             [vault.keys.k1]\nenv = \"AUTH_BROKER_VAULT_KEY_K1\"\n"
+        ))
+        .unwrap();
+        c.validate().into_iter().map(|p| p.key).collect()
+    };
+    let named = |url: &str, n: u32| keys(url, n).contains(&"storage.redis_wait_replicas".into());
+    assert!(!named("redis+sentinel://127.0.0.1:26379/m", 2));
+    assert!(!named("redis://127.0.0.1:6379", 1));
+    assert!(!named("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", 0));
+    assert!(named("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", 1));
+}
+
+#[test]
 fn io_thread_nice_must_be_a_nice_value() {
     let keys = |toml: &str| -> Vec<String> {
         let c = parse(toml).unwrap();

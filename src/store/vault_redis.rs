@@ -28,6 +28,7 @@
 
 mod bus;
 mod ephemeral;
+mod replicated;
 mod scripts;
 mod sentinel;
 mod subscription;
@@ -418,6 +419,8 @@ pub struct RedisVault {
     op_timeout: Duration,
     endpoint: Arc<Endpoint>,
     local: Arc<LocalConns>,
+    /// Where revocations and projections wait for replicas, when they do.
+    replicated: Option<replicated::Replicated>,
 }
 
 /// Standalone connections owned by single-threaded runtimes (the broker's I/O threads), one
@@ -439,6 +442,17 @@ impl RedisVault {
     /// Redis is unreachable the vault is returned anyway, answers `Unavailable` (see
     /// `ping`) and connects by itself once Redis answers.
     pub async fn connect(url: &str, op_timeout: Duration) -> Result<Self, VaultError> {
+        Self::connect_with(url, op_timeout, None).await
+    }
+
+    /// As [`RedisVault::connect`], with revocations and projections answered only once
+    /// `wait_replicas` replicas hold them (`storage.redis_wait_replicas`; unset: 1 behind
+    /// Sentinel, whose failover promotes a replica, and none otherwise). Cluster takes 0 only.
+    pub async fn connect_with(
+        url: &str,
+        op_timeout: Duration,
+        wait_replicas: Option<u32>,
+    ) -> Result<Self, VaultError> {
         if op_timeout.is_zero() {
             return Err(VaultError::Internal(
                 "redis operation timeout must be positive".into(),
@@ -446,11 +460,31 @@ impl RedisVault {
         }
         let endpoint = Arc::new(Endpoint::parse(url)?);
         let conn = Conn::open(&endpoint, op_timeout)?;
+        let replicas = match (&endpoint.target, wait_replicas) {
+            (Target::Cluster(_), Some(n)) if n > 0 => {
+                return Err(VaultError::Internal(
+                    "waiting for replicas is not supported with Redis Cluster".into(),
+                ));
+            }
+            (_, Some(n)) => n,
+            (Target::Sentinel { .. }, None) => 1,
+            (_, None) => 0,
+        };
+        let replicated = if replicas > 0 {
+            Some(replicated::Replicated {
+                // Its calls may be held for the replicas' acknowledgement on top.
+                conn: Conn::open(&endpoint, op_timeout + replicated::REPLICA_WAIT)?,
+                replicas,
+            })
+        } else {
+            None
+        };
         let vault = Self {
             conn,
             op_timeout,
             endpoint,
             local: Arc::default(),
+            replicated,
         };
         // Establish the connection now rather than on the first vend.
         if let Err(e) = vault.ping().await {
@@ -546,6 +580,19 @@ impl Vault for RedisVault {
     ) -> Result<u64, VaultError> {
         let key = user_key(org, user)?;
         check_epoch(p.epoch)?;
+        if let Some(r) = &self.replicated {
+            let args = [p.epoch.to_string().into_bytes(), state_json(p)?];
+            let epoch: String = r
+                .eval(
+                    &scripts::PUT_PROJECTION_SOURCE,
+                    &key,
+                    &args,
+                    self.op_timeout,
+                    "put_projection",
+                )
+                .await?;
+            return parse_epoch(&epoch);
+        }
         let mut invocation = scripts::PUT_PROJECTION.key(&key);
         invocation.arg(p.epoch).arg(state_json(p)?);
         let epoch: String = self
@@ -589,6 +636,29 @@ impl Vault for RedisVault {
     ) -> Result<(u64, Vec<String>), VaultError> {
         let key = user_key(org, user)?;
         check_epoch(projection.epoch)?;
+        if let Some(r) = &self.replicated {
+            let mut args = vec![
+                projection.epoch.to_string().into_bytes(),
+                state_json(projection)?,
+            ];
+            match connectors {
+                None => args.push(b"all".to_vec()),
+                Some(list) => {
+                    args.push(b"some".to_vec());
+                    args.extend(list.iter().map(|c| c.as_bytes().to_vec()));
+                }
+            }
+            let (epoch, deleted): (String, Vec<String>) = r
+                .eval(
+                    &scripts::REVOKE_SOURCE,
+                    &key,
+                    &args,
+                    self.op_timeout,
+                    "revoke",
+                )
+                .await?;
+            return Ok((parse_epoch(&epoch)?, deleted));
+        }
         let mut invocation = scripts::REVOKE.key(&key);
         invocation
             .arg(projection.epoch)
@@ -678,6 +748,7 @@ mod tests {
             op_timeout: Duration::from_millis(50),
             endpoint: Arc::new(e),
             local: Arc::default(),
+            replicated: None,
         };
         let shown = format!("{v:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

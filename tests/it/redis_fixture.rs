@@ -189,6 +189,17 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stops the process (SIGSTOP) without closing its connections: it neither reads nor
+    /// answers until [`RedisServer::resume`], as a server stalled by its host.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
     /// Starts the server again on the same port with the same options and directory (a
     /// cluster node comes back with its identity and slots from its nodes file).
     pub fn restart(&mut self) -> Result<(), String> {
@@ -341,6 +352,14 @@ fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
         wait_cluster_ok(port, Duration::from_secs(30))?;
     }
     Ok((ports, nodes))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
 }
 
 /// A Sentinel deployment on loopback: one master, one replica, one sentinel (quorum 1,

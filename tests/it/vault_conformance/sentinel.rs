@@ -13,7 +13,7 @@ use auth_broker::domain::vault::{CasOutcome, EventBus, Vault, VaultError};
 use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 
 use super::{assert_unavailable_fast, event, fresh_org, projection, two_replicas};
-use crate::redis_fixture::{free_port, private_sentinel, require_reachable};
+use crate::redis_fixture::{free_port, private_sentinel, redis_cli, require_reachable};
 
 /// Short, as in production: the bound every call must respect during the failover.
 const OP: Duration = Duration::from_millis(300);
@@ -52,7 +52,7 @@ async fn survives(failure: Failure) {
 
     let (org, user) = (fresh_org(), UserId::generate());
     let p = projection(true, 1, &[("github", &["repo"]), ("slack", &[])]);
-    assert_eq!(v.put_projection(&org, &user, &p).await.unwrap(), 1);
+    assert_eq!(put_confirmed(&v, &org, &user, &p).await, 1);
     assert_eq!(
         v.store_token(&org, &user, "github", 1, b"before")
             .await
@@ -146,6 +146,9 @@ async fn survives(failure: Failure) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
+    // Directory writes wait for a replica (none after a crash; the demoted old master once it
+    // has resynchronised after a forced failover): retried as the IdP would.
+    put_confirmed(&v, &org, &user, &p).await;
     // Compare-and-set still holds on the new master.
     assert_eq!(
         v.store_token(&org, &user, "slack", 2, b"x").await.unwrap(),
@@ -244,7 +247,10 @@ async fn vault_redis_sentinel_switches_on_announcement() {
     let (s, _servers) = private_sentinel().await;
     // A dead sentinel first in the list: the subscription goes to the live one.
     let url = s.url_behind_dead_sentinel();
-    let v = RedisVault::connect(&url, OP).await.unwrap();
+    // What is timed is the switch of the connection vends use; the entitlement writes that
+    // measure it would otherwise also wait for the demoted master's resynchronisation
+    // (waiting for replicas has its own test below).
+    let v = RedisVault::connect_with(&url, OP, Some(0)).await.unwrap();
     require_reachable(&v).await;
     let mut sentinel = connect(s.sentinel_port).await;
     // Sentinel has no PUBSUB command: a subscribed client shows `sub=1` in CLIENT LIST.
@@ -357,4 +363,121 @@ async fn vault_redis_sentinel_unreachable_fails_fast() {
     let started = Instant::now();
     assert!(matches!(v.ping().await, Err(VaultError::Unavailable(_))));
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+/// A revocation answers only once the replica holds it, so a crash of the master right after
+/// cannot bring the purged tokens back on the promoted replica. With the replica stalled, the
+/// revocation is refused (in force on the master, unconfirmed) instead of acknowledged; the
+/// retry after the replica resumes confirms it, and the promoted replica has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_redis_sentinel_revocations_wait_for_the_replica() {
+    let (s, mut servers) = private_sentinel().await;
+    let v = RedisVault::connect(&s.url(), OP).await.unwrap();
+    require_reachable(&v).await;
+    let (org, user) = (fresh_org(), UserId::generate());
+    let key = format!("ab:{{{org}/{user}}}");
+    let on_replica = |field: &str| redis_cli(s.replica_port, &["hget", &key, field]);
+    let p = projection(true, 1, &[("github", &["repo"]), ("slack", &[])]);
+    assert_eq!(put_confirmed(&v, &org, &user, &p).await, 1);
+    for c in ["github", "slack"] {
+        let stored = v.store_token(&org, &user, c, 1, b"sealed").await.unwrap();
+        assert_eq!(stored, CasOutcome::Stored);
+    }
+
+    // Acknowledged: already on the replica when the call returns.
+    let (epoch, _) = v
+        .revoke(
+            &org,
+            &user,
+            &projection(true, 1, &[("slack", &[])]),
+            Some(&["github".into()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(epoch, 2);
+    assert_eq!(on_replica("_e").as_deref().map(str::trim), Some("2"));
+    assert_eq!(on_replica("t:github").as_deref().map(str::trim), Some(""));
+
+    // The replica stalls: the next revocation is in force on the master but not confirmed.
+    let replica = &servers[1];
+    assert_eq!(replica.port, s.replica_port);
+    replica.pause();
+    let off = projection(false, 2, &[]);
+    let started = Instant::now();
+    let refused = v.revoke(&org, &user, &off, None).await;
+    let took = started.elapsed();
+    replica.resume();
+    match &refused {
+        Err(VaultError::Unavailable(m)) => {
+            assert!(m.contains("acknowledged by 0 of 1 replicas"), "{m}")
+        }
+        other => panic!("a revocation the replica did not take was answered: {other:?}"),
+    }
+    // Held for the replica wait (500 ms), then refused within the call limit.
+    assert!(
+        took >= Duration::from_millis(500),
+        "refused after only {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(500) + OP + SLACK,
+        "the refusal took {took:?}"
+    );
+    let read = v.read(&org, &user, "slack").await.unwrap();
+    assert_eq!(read.projection.as_ref().map(|p| p.active), Some(false));
+    assert_eq!(read.sealed, None, "in force on the master all the same");
+
+    // The retry (the IdP's, after the 503) is confirmed once the replica runs again.
+    let epoch = put_confirmed(&v, &org, &user, &projection(false, 3, &[])).await;
+    assert_eq!(epoch, 3);
+    assert_eq!(on_replica("_e").as_deref().map(str::trim), Some("3"));
+    assert_eq!(on_replica("t:slack").as_deref().map(str::trim), Some(""));
+
+    // The master crashes; the promoted replica has the revocation.
+    servers[0].kill();
+    let promoted = async {
+        loop {
+            if s.current_master() == Some(s.replica_port) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(RECOVERY_BOUND, promoted)
+        .await
+        .expect("the replica is promoted");
+    let after = async {
+        loop {
+            if let Ok(r) = v.read(&org, &user, "slack").await {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let r = tokio::time::timeout(RECOVERY_BOUND, after)
+        .await
+        .expect("the vault reads from the new master");
+    assert_eq!(r.sealed, None, "no token came back");
+    assert_eq!(r.projection.map(|p| (p.active, p.epoch)), Some((false, 3)));
+}
+
+/// Writes a projection as a SCIM write does through its retries: `Unavailable` (here, a
+/// replica that has not acknowledged yet, or one resynchronising after a failover) is tried
+/// again, within the recovery bound.
+async fn put_confirmed(
+    v: &RedisVault,
+    org: &auth_broker::domain::OrgId,
+    user: &UserId,
+    p: &auth_broker::domain::vault::Projection,
+) -> u64 {
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    loop {
+        match v.put_projection(org, user, p).await {
+            Ok(epoch) => return epoch,
+            Err(VaultError::Unavailable(m)) if Instant::now() < deadline => {
+                eprintln!("put_projection refused ({m}); retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("put_projection: {e:?}"),
+        }
+    }
 }
