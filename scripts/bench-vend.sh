@@ -2,7 +2,9 @@
 # Gateway vend benchmark: a release broker on PostgreSQL + Redis, measured against raw Redis
 # in the same run, so the figures read as ratios on any machine.
 #
-#   1. baseline: raw Redis GET of a 1 KiB value, 50 connections (redis-benchmark);
+#   1. baseline: raw Redis GET of a 1 KiB value, 50 connections (redis-benchmark), run before
+#      and again right after (2); the ratio in (2) is against the mean of the two, since the
+#      machine's speed drifts within minutes (the ratio against the first alone is printed too);
 #   2. warm vends (POST /internal/v1/token for users already holding a fresh token), 50
 #      connections, 2 threads (wrk): throughput, target >= 0.5 x the GET throughput;
 #   3. vend latency at half of that throughput, open loop (benches/vend.rs `rate`): latency
@@ -251,10 +253,15 @@ IDLE_BUSY=$(calc "100 * ($s1b - $s0b) / ($s1t - $s0t)" 0)
 # --- 1. baseline: raw Redis GET of a 1 KiB value -----------------------------------------
 rcli SET "$GET_KEY" "$(head -c 1024 /dev/zero | tr '\0' v)" >/dev/null
 [ "$(rcli STRLEN "$GET_KEY")" = 1024 ] || die "baseline value not stored"
+# get_run FILE: one redis-benchmark GET run, its CSV in FILE (timed into FILE.time).
+get_run() {
+    { time redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" --dbnum "$REDIS_DB" -c "$CONNECTIONS" \
+        -n "$GET_REQUESTS" --csv GET "$GET_KEY" >"$1" 2>"$1.err"; } 2>"$1.time"
+}
 r0=$(redis_cpu)
 read -r s0t s0b < <(sys_ticks)
-{ time redis-benchmark -h "$REDIS_HOST" -p "$REDIS_PORT" --dbnum "$REDIS_DB" -c "$CONNECTIONS" \
-    -n "$GET_REQUESTS" --csv GET "$GET_KEY" >"$TMP/get.csv" 2>"$TMP/get.err"; } 2>"$TMP/get.time"
+get_run "$TMP/get.csv"
+cp "$TMP/get.csv.time" "$TMP/get.time"
 read -r s1t s1b < <(sys_ticks)
 r1=$(redis_cpu)
 GET_RPS=$(awk -F'"' 'NR == 2 { print $4 }' "$TMP/get.csv")
@@ -356,6 +363,12 @@ if [ -n "$PERF_PID" ]; then
         --percent-limit 0.3 2>/dev/null | cut -c1-160 | sed -e 's/ *$//' -e '/^$/d' >"$AUTH_BROKER_BENCH_PERF" ||
         log "perf report failed"
 fi
+# The same GET run again right after the vends: the machine's speed drifts within minutes, so
+# the ratio is taken against the mean of the runs before and after.
+get_run "$TMP/get-after.csv"
+GET_AFTER_RPS=$(awk -F'"' 'NR == 2 { print $4 }' "$TMP/get-after.csv")
+[ -n "$GET_AFTER_RPS" ] || die "redis-benchmark printed no result: $(cat "$TMP/get-after.csv")"
+GET_MEAN_RPS=$(calc "($GET_RPS + $GET_AFTER_RPS) / 2" 0)
 # The warm-up starts with an empty audit queue: its rate is the broker's burst capacity.
 line=$(grep '^WRK ' "$TMP/wrk-warmup.out") || die "wrk printed no result: $(cat "$TMP/wrk-warmup.out")"
 val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" ${line#* }"; }
@@ -369,7 +382,8 @@ W_SOCK=$(($(val connect) + $(val read) + $(val write) + $(val timeout)))
 W_P50=$(calc "$(val p50_us) / 1000")
 W_P99=$(calc "$(val p99_us) / 1000")
 VEND_RPS=$(calc "($W_REQ - $W_STATUS) * 1e6 / $W_US" 0)
-RATIO=$(calc "$VEND_RPS / $GET_RPS" 2)
+RATIO=$(calc "$VEND_RPS / $GET_MEAN_RPS" 2)
+RATIO_FIRST=$(calc "$VEND_RPS / $GET_RPS" 2)
 VEND_BROKER_US=$(calc "($b1 - $b0) * 1e6 / $TICK / $W_REQ" 1)
 VEND_REDIS_US=$(calc "($r1 - $r0) * 1e6 / $W_REQ" 1)
 VEND_CLIENT_US=$(calc "($(tr ' ' + <"$TMP/wrk.time")) * 1e6 / $W_REQ" 1)
@@ -417,7 +431,7 @@ R_JITMAX=$(val jitter_max_ms)
 R_IN2=$(val inside_le2ms_pct)
 # The floor: the same client and schedule against raw Redis GETs of the 1 KiB value, at the
 # vend rate and at half of the GET baseline (the same share of its own maximum).
-FLOOR_RATE=$(calc "$GET_RPS / 2" 0)
+FLOOR_RATE=$(calc "$GET_MEAN_RPS / 2" 0)
 floor() {
     "$VEND" rate --base "redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB" --key "$GET_KEY" --rate "$1" \
         --duration "$RATE_SECS" --warmup 1 --connections "$CONNECTIONS" | grep '^RESULT rate '
@@ -461,7 +475,7 @@ row() { printf '%-46s %-34s %-13s %s\n' "$@"; }
 echo
 echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?} =="
 row "" "result" "target" ""
-row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_RPS") req/s" "" ""
+row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_MEAN_RPS") req/s" "" "(mean of before and after 2)"
 row "2 warm vend, $CONNECTIONS conns, wrk $WRK_THREADS threads" "$(fmt "$VEND_RPS") req/s = $RATIO x GET" ">= 0.50 x GET" "$V_RATIO"
 row "3 vend open loop at $(fmt "$RATE")/s (50 % of 2)" "p99 $R_P99 ms" "<= 2 ms" "$V_P99"
 row "  raw Redis GET, same client, $(fmt "$FLOOR_RATE")/s (50 % of 1)" "p99 $FH_P99 ms" "" "(the machine's floor)"
@@ -469,10 +483,10 @@ row "4 deactivation PATCH, $TOKENS tokens held" "p99 $D_P99 ms" "<= 25 ms" "$V_D
 row "5 broker RSS under the load of 2" "max $RSS_MAX_MIB MiB" "<= 64 MiB" "$V_RSS"
 cat <<EOF
 details:
-1 p99 $GET_P99 ms; CPU per GET: redis $GET_REDIS_US us, redis-benchmark $GET_CLIENT_US us; machine busy $GET_MACHINE %
+1 before the vends $(fmt "$GET_RPS") req/s, after them $(fmt "$GET_AFTER_RPS") req/s (against the first alone 2 is $RATIO_FIRST x GET); p99 $GET_P99 ms; CPU per GET: redis $GET_REDIS_US us, redis-benchmark $GET_CLIENT_US us; machine busy $GET_MACHINE %
 2 $W_REQ vends in $(calc "$W_US / 1e6" 1) s, $W_STATUS not 2xx, $W_SOCK socket errors (only 2xx count above); wrk latency p50 $W_P50 ms, p99 $W_P99 ms
   CPU per vend: broker $VEND_BROKER_US us, redis $VEND_REDIS_US us, postgres $VEND_PG_US us, wrk $VEND_CLIENT_US us; machine busy $VEND_MACHINE %, of which ~$VEND_OTHER % neither of these (kernel, concurrent jobs)
-  first $WRK_WARMUP s, from an empty audit queue (the warm-up): $(fmt "$BURST_RPS") req/s = $(calc "$BURST_RPS / $GET_RPS" 2) x GET, $BURST_BAD not 2xx
+  first $WRK_WARMUP s, from an empty audit queue (the warm-up): $(fmt "$BURST_RPS") req/s = $(calc "$BURST_RPS / $GET_MEAN_RPS" 2) x GET, $BURST_BAD not 2xx
   vend outcomes since start: ${OUTCOMES:-none}; audit backlog at the end $BACKLOG, written out in $DRAIN_SECS s
 3 p50 $R_P50 ms, p99.9 $R_P999 ms over $R_N vends ($R_BAD not 200, $R_STAMPED ended by a kernel receive timestamp)
   with the client's own delays counted too: p99 $R_ALL99 ms to the response's arrival, $R_READ99 ms to the client having read it; send lag p99 $R_LAG ms
