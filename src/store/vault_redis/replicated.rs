@@ -60,12 +60,8 @@ impl Replicated {
         let answers: Vec<Value> =
             match tokio::time::timeout(whole, pipe.query_async(&mut conn)).await {
                 Ok(r) => r.map_err(map_redis_error)?,
-                Err(_) => {
-                    return Err(VaultError::Unavailable(format!(
-                        "redis {op}: no answer within {} ms",
-                        whole.as_millis()
-                    )));
-                }
+                // As on the shared connection: a silent Sentinel master is looked up again.
+                Err(_) => return Err(self.conn.timed_out(op, whole)),
             };
         let [written, acked, role] = <[Value; 3]>::try_from(answers).map_err(|a| {
             VaultError::Internal(format!("redis {op}: {} answers to 3 commands", a.len()))
