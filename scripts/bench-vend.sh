@@ -261,14 +261,13 @@ get_run() {
 r0=$(redis_cpu)
 read -r s0t s0b < <(sys_ticks)
 get_run "$TMP/get.csv"
-cp "$TMP/get.csv.time" "$TMP/get.time"
 read -r s1t s1b < <(sys_ticks)
 r1=$(redis_cpu)
 GET_RPS=$(awk -F'"' 'NR == 2 { print $4 }' "$TMP/get.csv")
 GET_P99=$(awk -F'"' 'NR == 2 { print $14 }' "$TMP/get.csv")
 [ -n "$GET_RPS" ] || die "redis-benchmark printed no result: $(cat "$TMP/get.csv")"
 GET_REDIS_US=$(calc "($r1 - $r0) * 1e6 / $GET_REQUESTS" 1)
-GET_CLIENT_US=$(calc "($(tr ' ' + <"$TMP/get.time")) * 1e6 / $GET_REQUESTS" 1)
+GET_CLIENT_US=$(calc "($(tr ' ' + <"$TMP/get.csv.time")) * 1e6 / $GET_REQUESTS" 1)
 GET_MACHINE=$(calc "100 * ($s1b - $s0b) / ($s1t - $s0t)" 0)
 
 # --- 2. warm vends, closed loop, with the broker's RSS sampled ------------------------------

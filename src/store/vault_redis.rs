@@ -524,6 +524,26 @@ impl RedisVault {
         &self.endpoint.redacted
     }
 
+    /// A directory-driven write (projection, revocation) of `script` (whose text is `source`):
+    /// through the replica wait when there is one, otherwise as any other script call.
+    async fn directory_write<T: FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        source: &str,
+        key: &str,
+        args: &[Vec<u8>],
+        op: &'static str,
+    ) -> Result<T, VaultError> {
+        if let Some(r) = &self.replicated {
+            return r.eval(source, key, args, self.op_timeout, op).await;
+        }
+        let mut invocation = script.key(key);
+        for a in args {
+            invocation.arg(a.as_slice());
+        }
+        self.conn.invoke(&invocation, self.op_timeout, op).await
+    }
+
     /// The connection, endpoint and timeout, for a bus that shares this vault's connection.
     pub(crate) fn shared(&self) -> (Conn, Arc<Endpoint>, Duration) {
         (self.conn.clone(), self.endpoint.clone(), self.op_timeout)
@@ -580,24 +600,15 @@ impl Vault for RedisVault {
     ) -> Result<u64, VaultError> {
         let key = user_key(org, user)?;
         check_epoch(p.epoch)?;
-        if let Some(r) = &self.replicated {
-            let args = [p.epoch.to_string().into_bytes(), state_json(p)?];
-            let epoch: String = r
-                .eval(
-                    &scripts::PUT_PROJECTION_SOURCE,
-                    &key,
-                    &args,
-                    self.op_timeout,
-                    "put_projection",
-                )
-                .await?;
-            return parse_epoch(&epoch);
-        }
-        let mut invocation = scripts::PUT_PROJECTION.key(&key);
-        invocation.arg(p.epoch).arg(state_json(p)?);
+        let args = [p.epoch.to_string().into_bytes(), state_json(p)?];
         let epoch: String = self
-            .conn
-            .invoke(&invocation, self.op_timeout, "put_projection")
+            .directory_write(
+                &scripts::PUT_PROJECTION,
+                &scripts::PUT_PROJECTION_SOURCE,
+                &key,
+                &args,
+                "put_projection",
+            )
             .await?;
         parse_epoch(&epoch)
     }
@@ -636,40 +647,25 @@ impl Vault for RedisVault {
     ) -> Result<(u64, Vec<String>), VaultError> {
         let key = user_key(org, user)?;
         check_epoch(projection.epoch)?;
-        if let Some(r) = &self.replicated {
-            let mut args = vec![
-                projection.epoch.to_string().into_bytes(),
-                state_json(projection)?,
-            ];
-            match connectors {
-                None => args.push(b"all".to_vec()),
-                Some(list) => {
-                    args.push(b"some".to_vec());
-                    args.extend(list.iter().map(|c| c.as_bytes().to_vec()));
-                }
-            }
-            let (epoch, deleted): (String, Vec<String>) = r
-                .eval(
-                    &scripts::REVOKE_SOURCE,
-                    &key,
-                    &args,
-                    self.op_timeout,
-                    "revoke",
-                )
-                .await?;
-            return Ok((parse_epoch(&epoch)?, deleted));
-        }
-        let mut invocation = scripts::REVOKE.key(&key);
-        invocation
-            .arg(projection.epoch)
-            .arg(state_json(projection)?);
+        let mut args = vec![
+            projection.epoch.to_string().into_bytes(),
+            state_json(projection)?,
+        ];
         match connectors {
-            None => invocation.arg("all"),
-            Some(list) => invocation.arg("some").arg(list),
-        };
+            None => args.push(b"all".to_vec()),
+            Some(list) => {
+                args.push(b"some".to_vec());
+                args.extend(list.iter().map(|c| c.as_bytes().to_vec()));
+            }
+        }
         let (epoch, deleted): (String, Vec<String>) = self
-            .conn
-            .invoke(&invocation, self.op_timeout, "revoke")
+            .directory_write(
+                &scripts::REVOKE,
+                &scripts::REVOKE_SOURCE,
+                &key,
+                &args,
+                "revoke",
+            )
             .await?;
         Ok((parse_epoch(&epoch)?, deleted))
     }

@@ -44,28 +44,9 @@ enum Outage {
 const OUTAGE_ANSWER: Duration = Duration::from_millis(200);
 const OUTAGE_RECOVERY: Duration = Duration::from_secs(1);
 
-fn redis_pid(port: u16) -> i32 {
-    crate::redis_fixture::redis_cli(port, &["INFO", "server"])
-        .expect("redis-cli runs")
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("process_id:"))
-        .and_then(|p| p.parse().ok())
-        .expect("INFO server names the process")
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 async fn redis_outage(io_threads: Option<usize>, how: Outage) {
     let port = crate::redis_fixture::fixture_port();
     let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
-    let pid = redis_pid(port);
     let (url, dir) = fresh_database(Backend::Postgres).await;
     let cfg = with_redis(
         with_github(test_config(&url, &dir)),
@@ -82,7 +63,7 @@ async fn redis_outage(io_threads: Option<usize>, how: Outage) {
 
     match how {
         Outage::Killed => redis.kill(),
-        Outage::Frozen => signal(pid, "-STOP"),
+        Outage::Frozen => redis.pause(),
     }
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {
@@ -106,7 +87,7 @@ async fn redis_outage(io_threads: Option<usize>, how: Outage) {
             Instant::now()
         }
         Outage::Frozen => {
-            signal(pid, "-CONT");
+            redis.resume();
             Instant::now()
         }
     };

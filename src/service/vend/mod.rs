@@ -308,8 +308,9 @@ impl Vend {
 
     /// Until when a vend that read the user's epoch at `read_at` may answer: while that read
     /// is older than the fence allows, the epoch is read again (a slow read is retried for as
-    /// long as the fence's re-read budget lasts); `None` when the epoch has moved. The answer always leaves at least half the
-    /// fence's window for the response to be written; it comes with the number of re-reads.
+    /// long as the fence's re-read budget lasts); `None` when the epoch has moved. The answer
+    /// always leaves at least half the fence's window for the response to be written; it comes
+    /// with the number of re-reads.
     async fn answer_by(
         &self,
         req: &VendRequest,

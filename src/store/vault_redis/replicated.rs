@@ -83,7 +83,7 @@ impl Replicated {
 
 /// Whether a write `acked` by that many replicas is confirmed when `wanted` were asked for
 /// and `connected` are connected.
-pub(crate) fn confirmed(wanted: u32, acked: u32, connected: u32) -> bool {
+fn confirmed(wanted: u32, acked: u32, connected: u32) -> bool {
     acked >= wanted.min(connected)
 }
 
