@@ -41,8 +41,13 @@
 # AUTH_BROKER_BENCH_PERF=FILE also samples the broker with `perf record` during (2) and writes
 # the flat profile to FILE.
 #
+# AUTH_BROKER_BENCH_WRAP="CMD ARGS" starts the broker under that command (e.g.
+# "valgrind --tool=callgrind --instr-atstart=no"), waiting up to 5 minutes for it to be ready;
+# meant for use with AUTH_BROKER_BENCH_HOLD.
+#
 # AUTH_BROKER_BENCH_HOLD=FILE stops after the set-up instead: it writes the broker's PID, URL
-# and wrk script to FILE as shell variables and waits (until interrupted, which cleans up), so
+# wrk script, org, gateway key, user list and the benches/vend.rs binary to FILE as shell
+# variables (mode 0600) and waits (until interrupted, which cleans up), so
 # that a profile or a repeated wrk run can be taken by hand.
 set -euo pipefail
 
@@ -203,9 +208,12 @@ EOF
 "$BIN" check-config --config "$TMP/auth-broker.toml" >/dev/null || die "generated config is invalid"
 
 # --- broker --------------------------------------------------------------------------------
-"$BIN" serve --config "$TMP/auth-broker.toml" >"$TMP/broker.log" 2>&1 &
+# shellcheck disable=SC2086 # the wrapper is a command line, split on purpose
+${AUTH_BROKER_BENCH_WRAP:-} "$BIN" serve --config "$TMP/auth-broker.toml" >"$TMP/broker.log" 2>&1 &
 BROKER_PID=$!
-for _ in $(seq 300); do
+READY_POLLS=300
+[ -n "${AUTH_BROKER_BENCH_WRAP:-}" ] && READY_POLLS=3000
+for _ in $(seq "$READY_POLLS"); do
     curl -fs "$BASE/readyz" >/dev/null 2>&1 && break
     kill -0 "$BROKER_PID" 2>/dev/null || die "the broker exited at start-up"
     sleep 0.1
@@ -299,8 +307,10 @@ end
 EOF
 } >"$TMP/vend.lua"
 if [ -n "${AUTH_BROKER_BENCH_HOLD:-}" ]; then
-    printf 'BROKER_PID=%s\nBASE=%s\nLUA=%s\nDB=%s\n' "$BROKER_PID" "$BASE" "$TMP/vend.lua" "$DB" >"$AUTH_BROKER_BENCH_HOLD"
-    log "holding: $AUTH_BROKER_BENCH_HOLD; interrupt to clean up"
+    # It names the scratch org's gateway key: readable by the owner only.
+    (umask 077 && printf 'BROKER_PID=%s\nBASE=%s\nLUA=%s\nDB=%s\nORG=%s\nGATEWAY_KEY=%s\nUSERS=%s\nVEND=%s\n' \
+        "$BROKER_PID" "$BASE" "$TMP/vend.lua" "$DB" "$ORG" "$GATEWAY_KEY" "$TMP/users.txt" "$VEND" >"$AUTH_BROKER_BENCH_HOLD")
+    log "holding: $AUTH_BROKER_BENCH_HOLD; interrupt (or SIGTERM when run in the background) to clean up"
     while kill -0 "$BROKER_PID" 2>/dev/null; do sleep 1; done
     die "the broker exited"
 fi
