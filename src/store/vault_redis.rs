@@ -524,20 +524,19 @@ impl RedisVault {
         &self.endpoint.redacted
     }
 
-    /// A directory-driven write (projection, revocation) of `script` (whose text is `source`):
-    /// through the replica wait when there is one, otherwise as any other script call.
+    /// A directory-driven write (projection, revocation) of `script`: through the replica
+    /// wait when there is one, otherwise as any other script call.
     async fn directory_write<T: FromRedisValue>(
         &self,
-        script: &redis::Script,
-        source: &str,
+        script: &scripts::DirectoryScript,
         key: &str,
         args: &[Vec<u8>],
         op: &'static str,
     ) -> Result<T, VaultError> {
         if let Some(r) = &self.replicated {
-            return r.eval(source, key, args, self.op_timeout, op).await;
+            return r.eval(&script.source, key, args, self.op_timeout, op).await;
         }
-        let mut invocation = script.key(key);
+        let mut invocation = script.script.key(key);
         for a in args {
             invocation.arg(a.as_slice());
         }
@@ -602,13 +601,7 @@ impl Vault for RedisVault {
         check_epoch(p.epoch)?;
         let args = [p.epoch.to_string().into_bytes(), state_json(p)?];
         let epoch: String = self
-            .directory_write(
-                &scripts::PUT_PROJECTION,
-                &scripts::PUT_PROJECTION_SOURCE,
-                &key,
-                &args,
-                "put_projection",
-            )
+            .directory_write(&scripts::PUT_PROJECTION, &key, &args, "put_projection")
             .await?;
         parse_epoch(&epoch)
     }
@@ -659,13 +652,7 @@ impl Vault for RedisVault {
             }
         }
         let (epoch, deleted): (String, Vec<String>) = self
-            .directory_write(
-                &scripts::REVOKE,
-                &scripts::REVOKE_SOURCE,
-                &key,
-                &args,
-                "revoke",
-            )
+            .directory_write(&scripts::REVOKE, &key, &args, "revoke")
             .await?;
         Ok((parse_epoch(&epoch)?, deleted))
     }

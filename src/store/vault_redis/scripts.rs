@@ -11,6 +11,22 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script a directory-driven write runs: its text (sent with `EVAL` in the replica wait's
+/// pipeline) and the [`Script`] built from it once (`EVALSHA` otherwise).
+pub(super) struct DirectoryScript {
+    /// The Lua source.
+    pub(super) source: String,
+    /// The same source, hashed once for `EVALSHA`.
+    pub(super) script: Script,
+}
+
+impl DirectoryScript {
+    fn new(source: String) -> Self {
+        let script = Script::new(&source);
+        Self { source, script }
+    }
+}
+
 /// Compares two canonical non-negative decimal strings: a shorter one is smaller.
 const GT: &str = r"
 local function gt(a, b)
@@ -35,19 +51,15 @@ return 1
 /// `KEYS[1]` the user's hash; `ARGV[1]` the projection's epoch; `ARGV[2]` its state JSON.
 /// The projection with the higher epoch wins entirely (a tie replaces the stored one).
 /// Returns the epoch in force, as a string.
-pub(super) static PUT_PROJECTION: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&PUT_PROJECTION_SOURCE));
-
-/// The source of [`PUT_PROJECTION`], for a pipeline that sends it with `EVAL`.
-pub(super) static PUT_PROJECTION_SOURCE: LazyLock<String> = LazyLock::new(|| {
-    format!(
+pub(super) static PUT_PROJECTION: LazyLock<DirectoryScript> = LazyLock::new(|| {
+    DirectoryScript::new(format!(
         r"{GT}
 local cur = redis.call('HGET', KEYS[1], '_e')
 if cur and gt(cur, ARGV[1]) then return cur end
 redis.call('HSET', KEYS[1], '_s', ARGV[2], '_e', ARGV[1])
 return ARGV[1]
 "
-    )
+    ))
 });
 
 /// `KEYS[1]` the user's hash; `ARGV[1]` the given projection's epoch; `ARGV[2]` its state
@@ -55,11 +67,8 @@ return ARGV[1]
 /// Sets the epoch to `max(stored, given) + 1`, writes the state, deletes the token fields.
 /// Returns `{new epoch as a string, {deleted connector names}}`. The overflow check comes
 /// before any write because a failing script does not roll back what it already wrote.
-pub(super) static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(&REVOKE_SOURCE));
-
-/// The source of [`REVOKE`], for a pipeline that sends it with `EVAL`.
-pub(super) static REVOKE_SOURCE: LazyLock<String> = LazyLock::new(|| {
-    format!(
+pub(super) static REVOKE: LazyLock<DirectoryScript> = LazyLock::new(|| {
+    DirectoryScript::new(format!(
         r"{GT}
 local cur = redis.call('HGET', KEYS[1], '_e')
 local base = ARGV[1]
@@ -85,5 +94,5 @@ else
 end
 return {{epoch, deleted}}
 "
-    )
+    ))
 });
