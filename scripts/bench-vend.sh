@@ -20,8 +20,6 @@
 #
 # AUTH_BROKER_BENCH_NICE=N runs the broker with server.io_thread_nice = N (unset by default);
 # the summary says what nice value the I/O threads got.
-# AUTH_BROKER_BENCH_SLICE=US runs it with server.io_thread_slice_us = US (unset by default);
-# the summary says what time slice the I/O threads got.
 #
 # Needs a PostgreSQL server that accepts the role in AUTH_BROKER_BENCH_PG (default
 # postgres://postgres@127.0.0.1:5432, must be able to create databases), Redis at
@@ -73,8 +71,6 @@ GET_REQUESTS=200000
 # CPUs with Redis, PostgreSQL and the load generator here; a gateway's broker would not.
 IO_NICE=${AUTH_BROKER_BENCH_NICE:-}
 NICE_LINE=${IO_NICE:+io_thread_nice = $IO_NICE}
-IO_SLICE=${AUTH_BROKER_BENCH_SLICE:-}
-SLICE_LINE=${IO_SLICE:+io_thread_slice_us = $IO_SLICE}
 
 log() { printf '%s\n' "bench-vend: $*" >&2; }
 die() {
@@ -158,7 +154,6 @@ listen = "127.0.0.1:$PORT"
 public_url = "$BASE"
 shutdown_grace_secs = 2
 $NICE_LINE
-$SLICE_LINE
 
 [storage]
 data_dir = "$TMP/data"
@@ -228,12 +223,6 @@ curl -fs "$BASE/readyz" >/dev/null || die "the broker did not become ready"
 IO_NICE_SEEN=$(for t in /proc/"$BROKER_PID"/task/*; do
     case "$(cat "$t/comm" 2>/dev/null)" in auth-broker-io*) ;; *) continue ;; esac
     sed 's/^.*) //' "$t/stat" | awk '{ print $17 }'
-done | tr '\n' ' ' | sed 's/ $//')
-# The time slice each I/O thread runs with, in microseconds (se.slice in its sched file).
-IO_SLICE_SEEN=$(for t in /proc/"$BROKER_PID"/task/*; do
-    case "$(cat "$t/comm" 2>/dev/null)" in auth-broker-io*) ;; *) continue ;; esac
-    awk '$1 == "se.slice" { printf "%d", $3 / 1000 }' "$t/sched" 2>/dev/null
-    echo
 done | tr '\n' ' ' | sed 's/ $//')
 
 "$VEND" setup --base "$BASE" --org "$ORG" --scim-token "$SCIM_TOKEN" \
@@ -493,7 +482,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 row() { printf '%-46s %-34s %-13s %s\n' "$@"; }
 echo
-echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?}, slice ${IO_SLICE_SEEN:-?} us =="
+echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?} =="
 row "" "result" "target" ""
 row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_MEAN_RPS") req/s" "" "(mean of before and after 2)"
 row "2 warm vend, $CONNECTIONS conns, wrk $WRK_THREADS threads" "$(fmt "$VEND_RPS") req/s = $RATIO x GET" ">= 0.50 x GET" "$V_RATIO"

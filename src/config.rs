@@ -66,10 +66,6 @@ pub struct ServerConfig {
     /// Nice value for the I/O threads (-20..=19; unset leaves them as started). Below 0 they
     /// get the CPU ahead of the broker's background work and co-located processes.
     pub io_thread_nice: Option<i32>,
-    /// Time slice in microseconds the I/O threads ask the scheduler for (Linux 6.12 or later,
-    /// 100..=100000; unset keeps the kernel's). A short slice lets a thread woken by a request
-    /// preempt co-located work sooner without taking a larger share of the CPU.
-    pub io_thread_slice_us: Option<u32>,
 }
 
 /// `[storage]`
@@ -291,9 +287,6 @@ impl ServerConfig {
             count: self.io_thread_count(),
             pin: self.pin_io_threads,
             nice: self.io_thread_nice,
-            slice: self
-                .io_thread_slice_us
-                .map(|us| std::time::Duration::from_micros(us.into())),
         }
     }
 
@@ -317,7 +310,6 @@ impl Default for ServerConfig {
             io_threads: 0,
             pin_io_threads: true,
             io_thread_nice: None,
-            io_thread_slice_us: None,
         }
     }
 }
@@ -516,14 +508,6 @@ impl Config {
             out.push(problem(
                 "server.io_thread_nice",
                 "must be a nice value from -20 to 19",
-            ));
-        }
-        if let Some(us) = self.server.io_thread_slice_us
-            && !crate::io_threads::SLICE_RANGE_US.contains(&us)
-        {
-            out.push(problem(
-                "server.io_thread_slice_us",
-                "must be a time slice from 100 to 100000 microseconds",
             ));
         }
         if let Some(u) = &self.server.public_url

@@ -11,12 +11,10 @@
 //! long-lived gateway connections, where a hash split is often 30/20.
 //!
 //! With `server.pin_io_threads` (the default) each thread is pinned to a CPU of its own
-//! ([`affinity`]); with `server.io_thread_nice` each is given that nice value ([`priority`]);
-//! with `server.io_thread_slice_us` each asks the scheduler for that time slice ([`slice`]).
+//! ([`affinity`]); with `server.io_thread_nice` each is given that nice value ([`priority`]).
 
 mod affinity;
 mod priority;
-mod slice;
 
 use std::future::Future;
 use std::io;
@@ -33,10 +31,6 @@ use tokio::sync::mpsc;
 
 use crate::Prepared;
 
-/// The time slices, in microseconds, `server.io_thread_slice_us` may ask for (the kernel's
-/// own bounds).
-pub const SLICE_RANGE_US: std::ops::RangeInclusive<u32> = slice::RANGE_US;
-
 /// A connection assigned to a thread, as it travels to it.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
@@ -49,8 +43,6 @@ pub struct IoThreads {
     pub pin: bool,
     /// Nice value to give each thread (`server.io_thread_nice`), if any.
     pub nice: Option<i32>,
-    /// Time slice each thread asks the scheduler for (`server.io_thread_slice_us`), if any.
-    pub slice: Option<Duration>,
 }
 
 /// Serves `prepared.router` on `listener` with `io.count` single-threaded runtimes until
@@ -116,21 +108,6 @@ pub async fn serve_threads(
                             nice,
                             error = %e,
                             "I/O thread niceness not set (a negative value needs CAP_SYS_NICE)"
-                        ),
-                    }
-                }
-                if let Some(slice) = io.slice {
-                    match slice::set_current(slice) {
-                        Ok(()) => tracing::debug!(
-                            thread = i,
-                            slice_us = slice.as_micros() as u64,
-                            "I/O thread time slice set"
-                        ),
-                        Err(e) => tracing::warn!(
-                            thread = i,
-                            slice_us = slice.as_micros() as u64,
-                            error = %e,
-                            "I/O thread time slice not set"
                         ),
                     }
                 }

@@ -75,28 +75,6 @@ fn io_thread_nice_must_be_a_nice_value() {
 }
 
 #[test]
-fn io_thread_slice_must_be_within_the_kernels_bounds() {
-    let keys = |toml: &str| -> Vec<String> {
-        let c = parse(toml).unwrap();
-        c.validate().into_iter().map(|p| p.key).collect()
-    };
-    for good in ["100", "300", "100000"] {
-        assert!(keys(&format!("[server]\nio_thread_slice_us = {good}\n")).is_empty());
-    }
-    for bad in ["0", "99", "100001"] {
-        assert_eq!(
-            keys(&format!("[server]\nio_thread_slice_us = {bad}\n")),
-            ["server.io_thread_slice_us"]
-        );
-    }
-    let c = parse("[server]\nio_thread_slice_us = 300\n").unwrap();
-    assert_eq!(
-        c.server.io().slice,
-        Some(std::time::Duration::from_micros(300))
-    );
-}
-
-#[test]
 fn org_without_scim_token_is_rejected() {
     let c = parse("[orgs.acme]\ndisplay_name = \"Acme\"\n").unwrap();
     let problems = c.validate();

@@ -275,7 +275,6 @@ impl TestServer {
         let io = auth_broker::IoThreads {
             count: threads,
             nice: None,
-            slice: None,
             pin: config.server.pin_io_threads,
         };
         let task = tokio::spawn(auth_broker::serve_threads(
