@@ -12,7 +12,9 @@ use auth_broker::domain::UserId;
 use auth_broker::domain::vault::{CasOutcome, EventBus, Vault, VaultError};
 use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 
-use super::{assert_unavailable_fast, event, fresh_org, projection, two_replicas};
+use super::bus::{event, two_replicas};
+use super::outage::assert_unavailable_fast;
+use super::{fresh_org, projection};
 use crate::redis_fixture::{free_port, private_sentinel, redis_cli, require_reachable};
 
 /// Short, as in production: the bound every call must respect during the failover.

@@ -1,0 +1,97 @@
+//! The ephemeral store (sign-in state, sessions, replay caches) against the in-process store,
+//! Redis standalone, Redis Cluster and Redis Sentinel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_broker::store::vault_memory::MemoryVault;
+use auth_broker::store::vault_redis::RedisVault;
+
+use super::OP_TIMEOUT;
+use crate::redis_fixture::sentinel as sentinel_fixture;
+use crate::redis_fixture::{cluster, require_reachable, standalone_vault};
+
+/// The ephemeral store contract: values expire, `take` hands a value out once, `claim`
+/// succeeds once per key while it lives (sign-in state, sessions, replay caches rely on it).
+async fn ephemeral_conformance(e: Arc<dyn auth_broker::domain::vault::Ephemeral>) {
+    let ns = format!("ab:test-eph:{}", rand::random::<u64>());
+    let k = |n: &str| format!("{ns}:{n}");
+    let ttl = Duration::from_secs(30);
+
+    e.put(&k("a"), b"one", ttl).await.unwrap();
+    assert_eq!(e.get(&k("a")).await.unwrap().as_deref(), Some(&b"one"[..]));
+    e.put(&k("a"), b"two", ttl).await.unwrap();
+    assert_eq!(e.get(&k("a")).await.unwrap().as_deref(), Some(&b"two"[..]));
+    e.remove(&k("a")).await.unwrap();
+    assert_eq!(e.get(&k("a")).await.unwrap(), None);
+
+    // Twenty concurrent takers: exactly one gets the value.
+    e.put(&k("state"), b"s", ttl).await.unwrap();
+    let takers: Vec<_> = (0..20)
+        .map(|_| {
+            let (e, key) = (e.clone(), k("state"));
+            tokio::spawn(async move { e.take(&key).await.unwrap() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in takers {
+        got += usize::from(t.await.unwrap().is_some());
+    }
+    assert_eq!(got, 1, "a taken value is handed out once");
+
+    // Twenty concurrent claims: exactly one wins.
+    let claims: Vec<_> = (0..20)
+        .map(|_| {
+            let (e, key) = (e.clone(), k("assertion"));
+            tokio::spawn(async move { e.claim(&key, ttl).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for c in claims {
+        won += usize::from(c.await.unwrap());
+    }
+    assert_eq!(won, 1, "a key is claimed once");
+
+    // Expiry.
+    e.put(&k("short"), b"x", Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(
+        e.claim(&k("short-claim"), Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(e.get(&k("short")).await.unwrap(), None);
+    assert_eq!(e.take(&k("short")).await.unwrap(), None);
+    assert!(
+        e.claim(&k("short-claim"), ttl).await.unwrap(),
+        "an expired claim can be made again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ephemeral_memory() {
+    ephemeral_conformance(Arc::new(MemoryVault::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ephemeral_redis_standalone() {
+    ephemeral_conformance(Arc::new(standalone_vault(OP_TIMEOUT).await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ephemeral_redis_cluster() {
+    let c = cluster().await;
+    let v = RedisVault::connect(&c.url(), OP_TIMEOUT).await.unwrap();
+    require_reachable(&v).await;
+    ephemeral_conformance(Arc::new(v)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ephemeral_redis_sentinel() {
+    let s = sentinel_fixture().await;
+    let v = RedisVault::connect(&s.url(), OP_TIMEOUT).await.unwrap();
+    require_reachable(&v).await;
+    ephemeral_conformance(Arc::new(v)).await;
+}
