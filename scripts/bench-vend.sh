@@ -46,8 +46,8 @@
 # meant for use with AUTH_BROKER_BENCH_HOLD.
 #
 # AUTH_BROKER_BENCH_HOLD=FILE stops after the set-up instead: it writes the broker's PID, URL
-# wrk script, org, gateway key, user list and the benches/vend.rs binary to FILE as shell
-# variables (mode 0600) and waits (until interrupted, which cleans up), so
+# wrk script, org, gateway key, SCIM token, Redis URL, user list and the benches/vend.rs binary
+# to FILE as shell variables (mode 0600) and waits (until interrupted, which cleans up), so
 # that a profile or a repeated wrk run can be taken by hand.
 set -euo pipefail
 
@@ -308,8 +308,8 @@ EOF
 } >"$TMP/vend.lua"
 if [ -n "${AUTH_BROKER_BENCH_HOLD:-}" ]; then
     # It names the scratch org's gateway key: readable by the owner only.
-    (umask 077 && printf 'BROKER_PID=%s\nBASE=%s\nLUA=%s\nDB=%s\nORG=%s\nGATEWAY_KEY=%s\nUSERS=%s\nVEND=%s\n' \
-        "$BROKER_PID" "$BASE" "$TMP/vend.lua" "$DB" "$ORG" "$GATEWAY_KEY" "$TMP/users.txt" "$VEND" >"$AUTH_BROKER_BENCH_HOLD")
+    (umask 077 && printf 'BROKER_PID=%s\nBASE=%s\nLUA=%s\nDB=%s\nORG=%s\nGATEWAY_KEY=%s\nSCIM_TOKEN=%s\nREDIS_URL=%s\nUSERS=%s\nVEND=%s\n' \
+        "$BROKER_PID" "$BASE" "$TMP/vend.lua" "$DB" "$ORG" "$GATEWAY_KEY" "$SCIM_TOKEN" "$REDIS_URL" "$TMP/users.txt" "$VEND" >"$AUTH_BROKER_BENCH_HOLD")
     log "holding: $AUTH_BROKER_BENCH_HOLD; interrupt (or SIGTERM when run in the background) to clean up"
     while kill -0 "$BROKER_PID" 2>/dev/null; do sleep 1; done
     die "the broker exited"

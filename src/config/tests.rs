@@ -59,6 +59,19 @@ fn waiting_for_replicas_is_refused_with_cluster_only() {
 }
 
 #[test]
+fn idle_connections_may_not_exceed_the_pool() {
+    let keys = |toml: &str| -> Vec<String> {
+        let c = parse(toml).unwrap();
+        c.validate().into_iter().map(|p| p.key).collect()
+    };
+    assert!(keys("[storage]\nmax_connections = 4\nmin_connections = 4\n").is_empty());
+    assert_eq!(
+        keys("[storage]\nmax_connections = 4\nmin_connections = 5\n"),
+        ["storage.min_connections"]
+    );
+}
+
+#[test]
 fn io_thread_nice_must_be_a_nice_value() {
     let keys = |toml: &str| -> Vec<String> {
         let c = parse(toml).unwrap();

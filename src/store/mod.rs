@@ -61,6 +61,9 @@ pub struct SqlStore {
 pub struct SqlOptions {
     /// Pool size for PostgreSQL (SQLite uses a single connection: one writer, no busy errors).
     pub max_connections: u32,
+    /// PostgreSQL connections kept open while idle (opened in the background at start and
+    /// replaced when retired); SQLite ignores it.
+    pub min_connections: u32,
     /// How long to wait for a connection before failing with `Unavailable`.
     pub acquire_timeout: Duration,
 }
@@ -71,13 +74,16 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::of(url)
             .ok_or_else(|| StoreError::Internal("unsupported database URL scheme".into()))?;
-        let max = match dialect {
-            Dialect::Postgres => opts.max_connections,
-            Dialect::Sqlite => 1,
+        let (max, min) = match dialect {
+            Dialect::Postgres => (
+                opts.max_connections,
+                opts.min_connections.min(opts.max_connections),
+            ),
+            Dialect::Sqlite => (1, 0),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .min_connections(0)
+            .min_connections(min)
             .acquire_timeout(opts.acquire_timeout)
             .test_before_acquire(false)
             .connect(url)

@@ -118,3 +118,35 @@ async fn database_outage_is_503_and_recovers() {
     assert_eq!(r.body["totalResults"], 0);
     s.stop().await;
 }
+
+/// Connections to `database` the server holds open, as PostgreSQL counts them.
+async fn open_connections(admin: &mut sqlx::PgConnection, database: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(database)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// An offboarding must not wait for a new database connection (a TLS handshake and a server
+/// process start): the pool opens `storage.min_connections` at start, while idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_idle_connections_open() {
+    use sqlx::Connection;
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let mut config = test_config(&url, &dir);
+    config.storage.min_connections = 3;
+    let s = TestServer::start_with(Backend::Postgres, config).await;
+    let mut admin = sqlx::PgConnection::connect(&admin_database_url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut open = open_connections(&mut admin, &database).await;
+    while open < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = open_connections(&mut admin, &database).await;
+    }
+    assert!(open >= 3, "{open} connections open while idle, expected 3");
+    s.stop().await;
+}

@@ -23,6 +23,7 @@ async fn store(backend: Backend) -> SqlStore {
         &url,
         &SqlOptions {
             max_connections: 4,
+            min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
         },
     )

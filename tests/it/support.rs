@@ -344,6 +344,7 @@ impl TestServer {
             &self.database_url,
             &SqlOptions {
                 max_connections: 2,
+                min_connections: 0,
                 acquire_timeout: Duration::from_secs(5),
             },
         )
