@@ -80,8 +80,8 @@ pub struct StorageConfig {
     pub max_connections: u32,
     /// PostgreSQL connections kept open while idle, so that a burst of SCIM writes or an
     /// offboarding does not wait for new connections (each costs a TLS handshake and a server
-    /// process start: ~90 ms measured on a local server).
-    pub min_connections: u32,
+    /// process start: ~90 ms measured on a local server). Unset: 8, or the pool size if smaller.
+    pub min_connections: Option<u32>,
     /// How long a request waits for a database connection before answering 503.
     pub acquire_timeout_ms: u64,
     /// `redis://…` (standalone), `redis+sentinel://s1:p1,s2:p2/<master>` (Sentinel) or
@@ -324,7 +324,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             max_connections: 16,
-            min_connections: 4,
+            min_connections: None,
             acquire_timeout_ms: 2000,
             redis_url: None,
             redis_timeout_ms: 150,
@@ -599,7 +599,11 @@ impl Config {
         if self.storage.max_connections == 0 {
             out.push(problem("storage.max_connections", "must be at least 1"));
         }
-        if self.storage.min_connections > self.storage.max_connections {
+        if self
+            .storage
+            .min_connections
+            .is_some_and(|min| min > self.storage.max_connections)
+        {
             out.push(problem(
                 "storage.min_connections",
                 "must not exceed storage.max_connections",
@@ -689,6 +693,15 @@ impl Config {
             }
         }
         out
+    }
+
+    /// PostgreSQL connections the pool keeps open while idle: as configured, else 8 or the
+    /// pool size if smaller.
+    pub fn idle_connections(&self) -> u32 {
+        self.storage
+            .min_connections
+            .unwrap_or(8)
+            .min(self.storage.max_connections)
     }
 
     /// The database URL in force: the configured one, or SQLite inside `data_dir`.

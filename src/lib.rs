@@ -44,7 +44,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     }
     let opts = SqlOptions {
         max_connections: config.storage.max_connections,
-        min_connections: config.storage.min_connections,
+        min_connections: config.idle_connections(),
         acquire_timeout: Duration::from_millis(config.storage.acquire_timeout_ms),
     };
     let store = SqlStore::connect(&config.database_url(), &opts)

@@ -69,6 +69,11 @@ fn idle_connections_may_not_exceed_the_pool() {
         keys("[storage]\nmax_connections = 4\nmin_connections = 5\n"),
         ["storage.min_connections"]
     );
+    // Unset, it follows a smaller pool instead of refusing it.
+    let c = parse("[storage]\nmax_connections = 4\n").unwrap();
+    assert!(c.validate().is_empty());
+    assert_eq!(c.idle_connections(), 4);
+    assert_eq!(Config::default().idle_connections(), 8);
 }
 
 #[test]

@@ -136,7 +136,7 @@ async fn the_pool_keeps_idle_connections_open() {
     let (url, dir) = fresh_database(Backend::Postgres).await;
     let database = url.rsplit('/').next().unwrap().to_string();
     let mut config = test_config(&url, &dir);
-    config.storage.min_connections = 3;
+    config.storage.min_connections = Some(3);
     let s = TestServer::start_with(Backend::Postgres, config).await;
     let mut admin = sqlx::PgConnection::connect(&admin_database_url())
         .await
