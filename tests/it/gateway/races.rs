@@ -1,0 +1,138 @@
+//! Revocation against concurrency: vends in flight while a user is deactivated, and two
+//! replicas sharing PostgreSQL and Redis seeing each other's revocations.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::{Vault, server};
+use crate::redis_fixture::redis_url;
+use crate::support::{
+    ACME_GATEWAY, Backend, TestServer, engineer_in_group as engineer, fresh_database, test_config,
+    with_github, with_redis,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_token_after_the_deactivation_answers() {
+    let s = server(Backend::Postgres, Vault::Redis).await;
+    let (ann, _) = engineer(&s, "race@acme.example").await;
+    assert_eq!(s.vend(&ann).await.status, StatusCode::OK);
+    let base = s.base();
+    let http = s.http.clone();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (http, base, ann) = (http.clone(), base.clone(), ann.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(300 * (i % 20))).await;
+            let sent = http
+                .post(format!("{base}/internal/v1/token"))
+                .bearer_auth(ACME_GATEWAY)
+                .json(&json!({"org": "acme", "user": {"id": ann}, "connector": "github",
+                              "scopes": if i % 3 == 0 { json!(["repo:read"]) } else { json!(null) }}))
+                .send()
+                .await;
+            // A response the vend fence withheld (too late to send) drops the connection.
+            let Ok(r) = sent else {
+                return (None, Instant::now(), serde_json::Value::Null);
+            };
+            let status = r.status();
+            match r.json::<serde_json::Value>().await {
+                Ok(body) => (Some(status), Instant::now(), body),
+                Err(_) => (None, Instant::now(), serde_json::Value::Null),
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let r = s.okta_deactivate(&ann).await;
+    let answered = Instant::now();
+    assert_eq!(r.status, StatusCode::OK);
+    let mut served = Vec::new();
+    let mut withheld = 0;
+    for t in tasks {
+        let (status, at, body) = t.await.unwrap();
+        let Some(status) = status else {
+            withheld += 1;
+            continue;
+        };
+        if status == StatusCode::OK {
+            assert!(
+                at <= answered,
+                "a token was returned after the deactivation answered"
+            );
+            served.push(body["access_token"].as_str().unwrap().to_string());
+        } else {
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::FORBIDDEN | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "{status}"
+            );
+        }
+    }
+    eprintln!(
+        "race: {} served before the answer, {withheld} withheld by the fence",
+        served.len()
+    );
+    assert!(withheld < 100, "some vends were answered");
+    // Nothing remains in the vault, and nothing that was served is still active.
+    let view = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{ann}"),
+            None,
+        )
+        .await;
+    assert_eq!(view.body["live_tokens"], json!([]));
+    for t in served {
+        assert_eq!(s.introspect(&t).await["active"], false);
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_see_each_others_revocations() {
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let mut cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
+    // Replicas behind one address share one issuer (each test server has its own port).
+    cfg.broker.issuer = Some("https://broker.acme.test".into());
+    let a = TestServer::start_with(Backend::Postgres, cfg.clone()).await;
+    let b = TestServer::start_with(Backend::Postgres, cfg).await;
+    let (ann, _) = engineer(&a, "two@acme.example").await;
+    // Subscribe to B's event stream before the revocation happens on A.
+    let mut events = b.events().await;
+    let token = a.vend(&ann).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        b.vend(&ann).await.body["access_token"],
+        token.as_str(),
+        "one vault, one token"
+    );
+    assert_eq!(
+        b.introspect(&token).await["active"],
+        true,
+        "B honours A's token"
+    );
+    a.acme().delete(&format!("/Users/{ann}")).await;
+    let r = b.vend(&ann).await;
+    // The vault remembers the deleted user as inactive: fail closed without a database query.
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.body["code"], "user_inactive");
+    assert_eq!(b.introspect(&token).await["active"], false);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains("user.deactivated") && Instant::now() < deadline {
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_secs(1), events.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("event: user.deactivated"), "{seen}");
+    assert!(seen.contains(&ann));
+    a.stop().await;
+    b.stop().await;
+}
