@@ -22,6 +22,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/auth-broker.toml";
 pub const ENV_PREFIX: &str = "AUTH_BROKER__";
 /// The org created by the embedded default when the config declares none.
 pub const BOOTSTRAP_ORG: &str = "default";
+/// PostgreSQL connections kept open while idle when `storage.min_connections` is unset: a
+/// deactivation and the reactivation after it use five at once.
+pub const DEFAULT_IDLE_CONNECTIONS: u32 = 8;
 
 /// The whole configuration tree; see `config/example.toml` for every key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -695,12 +698,12 @@ impl Config {
         out
     }
 
-    /// PostgreSQL connections the pool keeps open while idle: as configured, else 8 or the
-    /// pool size if smaller.
+    /// PostgreSQL connections the pool keeps open while idle: as configured, else
+    /// [`DEFAULT_IDLE_CONNECTIONS`] or the pool size if smaller.
     pub fn idle_connections(&self) -> u32 {
         self.storage
             .min_connections
-            .unwrap_or(8)
+            .unwrap_or(DEFAULT_IDLE_CONNECTIONS)
             .min(self.storage.max_connections)
     }
 

@@ -5,6 +5,12 @@ fn parse(toml: &str) -> Result<Config, String> {
     figment.extract::<Config>().map_err(render_figment)
 }
 
+/// The keys validation names as wrong in the config `toml` parses to.
+fn problem_keys(toml: &str) -> Vec<String> {
+    let c = parse(toml).unwrap();
+    c.validate().into_iter().map(|p| p.key).collect()
+}
+
 #[test]
 fn defaults_are_valid_embedded() {
     let c = Config::default();
@@ -43,13 +49,11 @@ fn validation_names_each_bad_key() {
 
 #[test]
 fn waiting_for_replicas_is_refused_with_cluster_only() {
-    let keys = |url: &str, n: u32| -> Vec<String> {
-        let c = parse(&format!(
+    let keys = |url: &str, n: u32| {
+        problem_keys(&format!(
             "[storage]\nredis_url = \"{url}\"\nredis_wait_replicas = {n}\n\
              [vault.keys.k1]\nenv = \"AUTH_BROKER_VAULT_KEY_K1\"\n"
         ))
-        .unwrap();
-        c.validate().into_iter().map(|p| p.key).collect()
     };
     let named = |url: &str, n: u32| keys(url, n).contains(&"storage.redis_wait_replicas".into());
     assert!(!named("redis+sentinel://127.0.0.1:26379/m", 2));
@@ -60,13 +64,9 @@ fn waiting_for_replicas_is_refused_with_cluster_only() {
 
 #[test]
 fn idle_connections_may_not_exceed_the_pool() {
-    let keys = |toml: &str| -> Vec<String> {
-        let c = parse(toml).unwrap();
-        c.validate().into_iter().map(|p| p.key).collect()
-    };
-    assert!(keys("[storage]\nmax_connections = 4\nmin_connections = 4\n").is_empty());
+    assert!(problem_keys("[storage]\nmax_connections = 4\nmin_connections = 4\n").is_empty());
     assert_eq!(
-        keys("[storage]\nmax_connections = 4\nmin_connections = 5\n"),
+        problem_keys("[storage]\nmax_connections = 4\nmin_connections = 5\n"),
         ["storage.min_connections"]
     );
     // Unset, it follows a smaller pool instead of refusing it.
@@ -78,15 +78,11 @@ fn idle_connections_may_not_exceed_the_pool() {
 
 #[test]
 fn io_thread_nice_must_be_a_nice_value() {
-    let keys = |toml: &str| -> Vec<String> {
-        let c = parse(toml).unwrap();
-        c.validate().into_iter().map(|p| p.key).collect()
-    };
-    assert!(keys("[server]\nio_thread_nice = -20\n").is_empty());
-    assert!(keys("[server]\nio_thread_nice = 19\n").is_empty());
+    assert!(problem_keys("[server]\nio_thread_nice = -20\n").is_empty());
+    assert!(problem_keys("[server]\nio_thread_nice = 19\n").is_empty());
     for bad in ["-21", "20"] {
         assert_eq!(
-            keys(&format!("[server]\nio_thread_nice = {bad}\n")),
+            problem_keys(&format!("[server]\nio_thread_nice = {bad}\n")),
             ["server.io_thread_nice"]
         );
     }
