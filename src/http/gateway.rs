@@ -259,9 +259,14 @@ async fn vend(
             if !s.audit_vend(&req, "ok", Some(&v)) {
                 return Err((unaudited(), "unavailable"));
             }
-            // Written only while the vend fence allows; withheld (connection dropped) after.
-            let body =
-                FencedBody::new(v.served.body(), v.answer_by, s.metrics.late_answers.clone());
+            // Written only while the vend fence allows, or after the epoch was read unchanged
+            // again; withheld (connection dropped) otherwise.
+            let body = FencedBody::new(
+                v.served.body(),
+                v.answer_by,
+                Some(v.reconfirm),
+                s.metrics.fence.clone(),
+            );
             let mut resp = axum::body::Body::new(body).into_response();
             let headers = resp.headers_mut();
             headers.insert(

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
+use super::fenced_body::FenceCounters;
 
 /// Vend outcome codes, in export order.
 const CODES: [&str; 13] = [
@@ -169,8 +170,8 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     /// Tokens minted.
     pub mints: AtomicU64,
-    /// Token responses withheld because they could not be written in time (the vend fence).
-    pub late_answers: Arc<AtomicU64>,
+    /// Token responses that missed the vend fence's deadline: withheld, or reconfirmed.
+    pub fence: Arc<FenceCounters>,
     /// Extra epoch reads by vends that were slower than the fence allows.
     pub fence_rechecks: AtomicU64,
 }
@@ -207,7 +208,12 @@ impl Metrics {
             (
                 "auth_broker_vend_withheld_total",
                 "Token responses withheld: not written within the vend fence.",
-                &self.late_answers,
+                &self.fence.late,
+            ),
+            (
+                "auth_broker_vend_late_reconfirms_total",
+                "Token responses late for the vend fence that read the epoch again before leaving.",
+                &self.fence.reconfirmed,
             ),
             (
                 "auth_broker_vend_fence_rechecks_total",

@@ -7,11 +7,12 @@
 //! database of its own, so its pub/sub channel and keys never meet those of the in-process
 //! tests sharing the server. Each test uses a fresh org id as well.
 
+mod broker;
 mod replicas;
 mod rotation;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +20,9 @@ use std::time::{Duration, Instant};
 use auth_broker::crypto::secret::hash_str;
 use serde_json::{Value, json};
 
-use crate::redis_fixture::{free_port, redis_url};
+use crate::redis_fixture::redis_url;
 use crate::support::{Backend, admin_database_url, fresh_database};
+use broker::Broker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-broker");
 /// The logical Redis database of these tests (pub/sub channel `ab:events:db7`).
@@ -225,130 +227,6 @@ fn key_id(sealed: &[u8]) -> String {
     assert_eq!(sealed.first(), Some(&1), "sealed record format version 1");
     let len = sealed[1] as usize;
     String::from_utf8(sealed[2..2 + len].to_vec()).unwrap()
-}
-
-/// One `auth-broker serve` process; killed when dropped (a panicking test leaves none).
-struct Broker {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Broker {
-    async fn start(config: &Path, dir: &Path, name: &str) -> Self {
-        let port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        // Only the generated file configures it.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AUTH_BROKER") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        let mut b = Self {
-            child: cmd.spawn().expect("the broker binary starts"),
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let http = client();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = b.child.try_wait() {
-                panic!("{name} exited at start-up ({status}): {}", b.log_text());
-            }
-            if let Ok(r) = http.get(format!("{}/readyz", b.base)).send().await
-                && r.status() == 200
-            {
-                return b;
-            }
-            assert!(Instant::now() < deadline, "{name} never became ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; the process must drain and exit 0 on its own. Then accounts for what `api`
-    /// retried: every dropped vend connection was a token response the fence withheld on
-    /// purpose (`auth_broker_vend_withheld_total`), and every 503 a vend that could not
-    /// confirm the user's epoch in time (its log says so), never a failure of another kind.
-    async fn stop(mut self, api: &Api) {
-        let metrics = client()
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let withheld: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("auth_broker_vend_withheld_total "))
-            .expect("withheld counter in /metrics")
-            .trim()
-            .parse()
-            .unwrap();
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.log_text());
-                break;
-            }
-            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let log = self.log_text();
-        let unavailable: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("\"vend unavailable\""))
-            .collect();
-        for line in &unavailable {
-            assert!(
-                line.contains("could not be confirmed quickly enough"),
-                "{line}"
-            );
-        }
-        let dropped = api.dropped.load(Ordering::Relaxed);
-        let shed = api.shed.load(Ordering::Relaxed);
-        assert_eq!(
-            dropped, withheld,
-            "dropped vend connections at {}",
-            self.base
-        );
-        assert_eq!(
-            shed,
-            unavailable.len() as u64,
-            "503s at {}: {log}",
-            self.base
-        );
-        if dropped + shed > 0 {
-            eprintln!(
-                "{}: vend fence load shedding, retried: {dropped} withheld, {shed} answered 503",
-                self.base
-            );
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn client() -> reqwest::Client {

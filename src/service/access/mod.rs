@@ -24,7 +24,7 @@ use crate::domain::vault::{BusEvent, EventBus, Projection, Vault, VaultError};
 use crate::domain::{OrgId, StoreError, UserId};
 
 pub use crate::domain::offboarding::{OffboardingLog, Receipt};
-pub use fence::VendFence;
+pub use fence::{RECHECK_BUDGET, VendFence};
 
 /// Why access work failed; both map to 503 at the edge (fail closed).
 #[derive(Debug, Clone, thiserror::Error)]

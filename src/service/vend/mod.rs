@@ -6,8 +6,10 @@
 //! the user's epoch, so a mint racing a revocation can never store or return its token.
 
 mod open_cache;
+mod reconfirm;
 mod served;
 
+pub use reconfirm::Reconfirm;
 pub use served::{Served, Vended};
 
 use std::collections::HashMap;
@@ -294,11 +296,20 @@ impl Vend {
                 continue;
             };
             let (answer_by, rechecks) = fence;
+            let reconfirm = Reconfirm::new(
+                self.access.vault().clone(),
+                *self.access.fence(),
+                req.org.clone(),
+                user,
+                projection.epoch,
+                read_at,
+            );
             return Ok(Vended {
                 served,
                 cached,
                 answer_by,
                 rechecks,
+                reconfirm,
             });
         }
         Err(VendError::Unavailable(

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use zeroize::Zeroize;
 
 use super::super::tokens::TokenRecord;
+use super::Reconfirm;
 
 /// A token as served: its response body and what the audit records about it.
 pub struct Served {
@@ -93,6 +94,8 @@ pub struct Vended {
     pub answer_by: Instant,
     /// Extra epoch reads the vend fence asked for (0 on a prompt vend: one round trip).
     pub rechecks: u32,
+    /// How the response confirms the epoch again if it misses `answer_by`.
+    pub reconfirm: Reconfirm,
 }
 
 impl std::fmt::Debug for Served {

@@ -136,3 +136,81 @@ async fn two_replicas_see_each_others_revocations() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A token response that missed the fence's deadline (its thread stalled between the vend's
+/// decision and the socket write) reads the epoch again on the real vault: it leaves when
+/// nothing moved, and is withheld once a revocation moved the epoch.
+mod late_responses {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use auth_broker::domain::vault::{Projection, Vault};
+    use auth_broker::domain::{OrgId, UserId};
+    use auth_broker::http::fenced_body::{FenceCounters, FencedBody};
+    use auth_broker::service::access::VendFence;
+    use auth_broker::service::vend::Reconfirm;
+    use auth_broker::store::vault_redis::RedisVault;
+    use axum::body::Bytes;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+
+    use crate::redis_fixture::{cluster, require_reachable, standalone_vault};
+
+    async fn late_body_follows_the_epoch(vault: Arc<dyn Vault>) {
+        let org = OrgId::new(format!("late-{}", uuid::Uuid::new_v4().simple()));
+        let user = UserId::new("u1");
+        let p = Projection {
+            active: true,
+            epoch: 1,
+            connectors: Default::default(),
+        };
+        let epoch = vault.put_projection(&org, &user, &p).await.unwrap();
+        let counters = Arc::new(FenceCounters::default());
+        let late = |epoch: u64| {
+            let check = Reconfirm::new(
+                vault.clone(),
+                VendFence,
+                org.clone(),
+                user.clone(),
+                epoch,
+                Instant::now() - Duration::from_millis(20),
+            );
+            FencedBody::new(
+                Bytes::from_static(b"{\"access_token\":\"t\"}"),
+                Instant::now() - Duration::from_millis(1),
+                Some(check),
+                counters.clone(),
+            )
+        };
+
+        let sent = late(epoch).collect().await.expect("sent after a re-read");
+        assert_eq!(&sent.to_bytes()[..], b"{\"access_token\":\"t\"}");
+        assert_eq!(counters.reconfirmed.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.late.load(Ordering::Relaxed), 0);
+
+        let (moved, _) = vault.revoke(&org, &user, &p, None).await.unwrap();
+        assert!(moved > epoch);
+        assert!(
+            late(epoch).collect().await.is_err(),
+            "withheld after the revocation"
+        );
+        assert_eq!(counters.reconfirmed.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.late.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_standalone_redis() {
+        let vault = standalone_vault(Duration::from_millis(500)).await;
+        late_body_follows_the_epoch(Arc::new(vault)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_redis_cluster() {
+        let c = cluster().await;
+        let vault = RedisVault::connect(&c.url(), Duration::from_millis(500))
+            .await
+            .unwrap();
+        require_reachable(&vault).await;
+        late_body_follows_the_epoch(Arc::new(vault)).await;
+    }
+}
