@@ -94,7 +94,8 @@ pub struct StorageConfig {
     /// Time limit of every vault call; beyond it the call fails closed with 503.
     pub redis_timeout_ms: u64,
     /// Replicas that must hold a revocation (or projection) before it answers, so a master's
-    /// crash cannot bring tokens back; unset: 1 behind Sentinel, none otherwise.
+    /// crash cannot bring tokens back; unset: 1 behind Sentinel, none otherwise (with Cluster,
+    /// set it when the masters have replicas).
     pub redis_wait_replicas: Option<u32>,
 }
 
@@ -551,15 +552,6 @@ impl Config {
             out.push(problem(
                 "storage.redis_url",
                 "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
-            ));
-        }
-        if let (Some(url), Some(n)) = (&self.storage.redis_url, self.storage.redis_wait_replicas)
-            && n > 0
-            && url.starts_with("redis+cluster://")
-        {
-            out.push(problem(
-                "storage.redis_wait_replicas",
-                "waiting for replicas is not supported with Redis Cluster; leave it unset or 0",
             ));
         }
         if self.storage.redis_timeout_ms == 0 {

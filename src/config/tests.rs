@@ -48,18 +48,23 @@ fn validation_names_each_bad_key() {
 }
 
 #[test]
-fn waiting_for_replicas_is_refused_with_cluster_only() {
-    let keys = |url: &str, n: u32| {
-        problem_keys(&format!(
-            "[storage]\nredis_url = \"{url}\"\nredis_wait_replicas = {n}\n\
-             [vault.keys.k1]\nenv = \"AUTH_BROKER_VAULT_KEY_K1\"\n"
-        ))
-    };
-    let named = |url: &str, n: u32| keys(url, n).contains(&"storage.redis_wait_replicas".into());
-    assert!(!named("redis+sentinel://127.0.0.1:26379/m", 2));
-    assert!(!named("redis://127.0.0.1:6379", 1));
-    assert!(!named("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", 0));
-    assert!(named("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", 1));
+fn waiting_for_replicas_is_accepted_with_every_deployment() {
+    for url in [
+        "redis+sentinel://127.0.0.1:26379/m",
+        "redis://127.0.0.1:6379",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+    ] {
+        for n in [0, 1, 2] {
+            let keys = problem_keys(&format!(
+                "[storage]\nredis_url = \"{url}\"\nredis_wait_replicas = {n}\n\
+                 [vault.keys.k1]\nenv = \"AUTH_BROKER_VAULT_KEY_K1\"\n"
+            ));
+            assert!(
+                !keys.contains(&"storage.redis_wait_replicas".into()),
+                "{url} waiting for {n}: {keys:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -447,7 +447,8 @@ impl RedisVault {
 
     /// As [`RedisVault::connect`], with revocations and projections answered only once
     /// `wait_replicas` replicas hold them (`storage.redis_wait_replicas`; unset: 1 behind
-    /// Sentinel, whose failover promotes a replica, and none otherwise). Cluster takes 0 only.
+    /// Sentinel, whose failover promotes a replica, and none otherwise). With Cluster the
+    /// wait is for the replicas of the master that holds the user's slot.
     pub async fn connect_with(
         url: &str,
         op_timeout: Duration,
@@ -461,11 +462,6 @@ impl RedisVault {
         let endpoint = Arc::new(Endpoint::parse(url)?);
         let conn = Conn::open(&endpoint, op_timeout)?;
         let replicas = match (&endpoint.target, wait_replicas) {
-            (Target::Cluster(_), Some(n)) if n > 0 => {
-                return Err(VaultError::Internal(
-                    "waiting for replicas is not supported with Redis Cluster".into(),
-                ));
-            }
             (_, Some(n)) => n,
             (Target::Sentinel { .. }, None) => 1,
             (_, None) => 0,

@@ -260,11 +260,24 @@ pub fn wait_cluster_ok(port: u16, within: Duration) -> Result<Duration, String> 
 /// A cluster of this test's own, for tests that break it; its nodes die with the returned
 /// servers.
 pub async fn private_cluster() -> (ClusterFixture, Vec<RedisServer>) {
-    tokio::task::spawn_blocking(|| {
+    private_cluster_of(0, &[]).await
+}
+
+/// A cluster of this test's own with one replica per master and a one-second node timeout
+/// (a crashed master is failed over in a few seconds); its nodes die with the returned servers.
+pub async fn private_cluster_with_replicas() -> (ClusterFixture, Vec<RedisServer>) {
+    private_cluster_of(1, &["--cluster-node-timeout", "1000"]).await
+}
+
+async fn private_cluster_of(
+    replicas: usize,
+    extra: &'static [&'static str],
+) -> (ClusterFixture, Vec<RedisServer>) {
+    tokio::task::spawn_blocking(move || {
         let began = Instant::now();
         let mut last_error = String::new();
         for _ in 0..5 {
-            match try_start_cluster() {
+            match try_start_cluster_with(replicas, extra) {
                 Ok((ports, nodes)) => {
                     let started_in = began.elapsed();
                     return (ClusterFixture { ports, started_in }, nodes);
@@ -272,7 +285,7 @@ pub async fn private_cluster() -> (ClusterFixture, Vec<RedisServer>) {
                 Err(e) => last_error = e,
             }
         }
-        panic!("private Redis Cluster: {last_error}")
+        panic!("private Redis Cluster ({replicas} replicas per master): {last_error}")
     })
     .await
     .expect("cluster start-up task")
@@ -317,12 +330,21 @@ fn start_cluster() -> Result<ClusterFixture, String> {
 }
 
 fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
+    try_start_cluster_with(0, &[])
+}
+
+/// Three masters with `replicas` replicas each; every node gets `extra` options too. Gives
+/// the masters' ports and every server.
+fn try_start_cluster_with(
+    replicas: usize,
+    extra: &[&str],
+) -> Result<([u16; 3], Vec<RedisServer>), String> {
     let dir = scratch_dir("cluster");
     let mut nodes = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..3 * (1 + replicas) {
         // The cluster bus needs a second port; the default (port + 10000) may not exist.
         let (port, bus) = (free_port(), free_port());
-        let extra = [
+        let mut options = vec![
             "--cluster-enabled".to_string(),
             "yes".into(),
             "--cluster-config-file".into(),
@@ -330,14 +352,17 @@ fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
             "--cluster-port".into(),
             bus.to_string(),
         ];
-        nodes.push(RedisServer::spawn(port, &dir, &extra)?);
+        options.extend(extra.iter().map(|o| o.to_string()));
+        nodes.push(RedisServer::spawn(port, &dir, &options)?);
     }
-    let ports = [nodes[0].port, nodes[1].port, nodes[2].port];
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
@@ -348,8 +373,27 @@ fn try_start_cluster() -> Result<([u16; 3], Vec<RedisServer>), String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    for port in ports {
-        wait_cluster_ok(port, Duration::from_secs(30))?;
+    let masters: Vec<u16> = nodes
+        .iter()
+        .map(|n| n.port)
+        .filter(|p| redis_cli(*p, &["role"]).is_some_and(|r| r.starts_with("master")))
+        .collect();
+    let ports: [u16; 3] = masters
+        .try_into()
+        .map_err(|m| format!("expected 3 masters, found {m:?}"))?;
+    for n in &nodes {
+        wait_cluster_ok(n.port, Duration::from_secs(30))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in nodes.iter().filter(|n| !ports.contains(&n.port)) {
+        while !redis_cli(n.port, &["info", "replication"])
+            .is_some_and(|i| i.contains("master_link_status:up"))
+        {
+            if Instant::now() > deadline {
+                return Err(format!("replica {} never synchronised", n.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     Ok((ports, nodes))
 }

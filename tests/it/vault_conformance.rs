@@ -5,8 +5,10 @@
 //! `bus`, outages in `outage`, Sentinel failovers in `sentinel`.
 
 mod bus;
+mod cluster;
 mod ephemeral;
 mod outage;
+mod replica_wait;
 mod sentinel;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,9 @@
 //! a connection of its own: the script (`EVAL`), `WAIT <replicas> <ms>`, and `ROLE`. `WAIT`
 //! blocks the calling connection on the server, which is why vends never share this one; the
 //! pipeline keeps all three on the same server connection, so `WAIT` counts exactly this
-//! write (and everything this connection wrote before it).
+//! write (and everything this connection wrote before it). With Cluster the pipeline goes,
+//! whole, to the master of the slot its one key hashes to (neither `WAIT` nor `ROLE` names a
+//! key), so the count is of that master's replicas.
 //!
 //! The write is confirmed when as many replicas acknowledged it as were asked for, or as are
 //! connected to the master (`ROLE`), whichever is fewer: a master with no replica at all has

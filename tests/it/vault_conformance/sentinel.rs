@@ -14,15 +14,16 @@ use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 
 use super::bus::{event, two_replicas};
 use super::outage::assert_unavailable_fast;
+use super::replica_wait::revocations_wait_for;
 use super::{fresh_org, projection};
-use crate::redis_fixture::{free_port, private_sentinel, redis_cli, require_reachable};
+use crate::redis_fixture::{free_port, private_sentinel, require_reachable};
 
 /// Short, as in production: the bound every call must respect during the failover.
-const OP: Duration = Duration::from_millis(300);
+pub(super) const OP: Duration = Duration::from_millis(300);
 /// What a call may take beyond `OP` (scheduling on a loaded two-core machine).
-const SLACK: Duration = Duration::from_millis(200);
+pub(super) const SLACK: Duration = Duration::from_millis(200);
 /// The vault must serve the new master this soon after the failover starts.
-const RECOVERY_BOUND: Duration = Duration::from_secs(15);
+pub(super) const RECOVERY_BOUND: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug)]
 enum Failure {
@@ -377,62 +378,10 @@ async fn vault_redis_sentinel_revocations_wait_for_the_replica() {
     let v = RedisVault::connect(&s.url(), OP).await.unwrap();
     require_reachable(&v).await;
     let (org, user) = (fresh_org(), UserId::generate());
-    let key = format!("ab:{{{org}/{user}}}");
-    let on_replica = |field: &str| redis_cli(s.replica_port, &["hget", &key, field]);
     let p = projection(true, 1, &[("github", &["repo"]), ("slack", &[])]);
     assert_eq!(put_confirmed(&v, &org, &user, &p).await, 1);
-    for c in ["github", "slack"] {
-        let stored = v.store_token(&org, &user, c, 1, b"sealed").await.unwrap();
-        assert_eq!(stored, CasOutcome::Stored);
-    }
-
-    // Acknowledged: already on the replica when the call returns.
-    let (epoch, _) = v
-        .revoke(
-            &org,
-            &user,
-            &projection(true, 1, &[("slack", &[])]),
-            Some(&["github".into()]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(epoch, 2);
-    assert_eq!(on_replica("_e").as_deref().map(str::trim), Some("2"));
-    assert_eq!(on_replica("t:github").as_deref().map(str::trim), Some(""));
-
-    // The replica stalls: the next revocation is in force on the master but not confirmed.
-    let replica = &servers[1];
-    assert_eq!(replica.port, s.replica_port);
-    replica.pause();
-    let off = projection(false, 2, &[]);
-    let started = Instant::now();
-    let refused = v.revoke(&org, &user, &off, None).await;
-    let took = started.elapsed();
-    replica.resume();
-    match &refused {
-        Err(VaultError::Unavailable(m)) => {
-            assert!(m.contains("acknowledged by 0 of 1 replicas"), "{m}")
-        }
-        other => panic!("a revocation the replica did not take was answered: {other:?}"),
-    }
-    // Held for the replica wait (500 ms), then refused within the call limit.
-    assert!(
-        took >= Duration::from_millis(500),
-        "refused after only {took:?}"
-    );
-    assert!(
-        took < Duration::from_millis(500) + OP + SLACK,
-        "the refusal took {took:?}"
-    );
-    let read = v.read(&org, &user, "slack").await.unwrap();
-    assert_eq!(read.projection.as_ref().map(|p| p.active), Some(false));
-    assert_eq!(read.sealed, None, "in force on the master all the same");
-
-    // The retry (the IdP's, after the 503) is confirmed once the replica runs again.
-    let epoch = put_confirmed(&v, &org, &user, &projection(false, 3, &[])).await;
-    assert_eq!(epoch, 3);
-    assert_eq!(on_replica("_e").as_deref().map(str::trim), Some("3"));
-    assert_eq!(on_replica("t:slack").as_deref().map(str::trim), Some(""));
+    assert_eq!(servers[1].port, s.replica_port);
+    revocations_wait_for(&v, &org, &user, &servers[1]).await;
 
     // The master crashes; the promoted replica has the revocation.
     servers[0].kill();
@@ -465,7 +414,7 @@ async fn vault_redis_sentinel_revocations_wait_for_the_replica() {
 /// Writes a projection as a SCIM write does through its retries: `Unavailable` (here, a
 /// replica that has not acknowledged yet, or one resynchronising after a failover) is tried
 /// again, within the recovery bound.
-async fn put_confirmed(
+pub(super) async fn put_confirmed(
     v: &RedisVault,
     org: &auth_broker::domain::OrgId,
     user: &UserId,
