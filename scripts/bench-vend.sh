@@ -464,6 +464,7 @@ D_MINT99=$(val mint_p99_ms)
 D_SLOWEST=$(sed -n 's/^deactivation: slowest: //p' "$TMP/deactivation.out")
 kill -0 "$BROKER_PID" 2>/dev/null || die "the broker died during the run"
 WITHHELD=$(metric auth_broker_vend_withheld_total)
+RECONFIRMED=$(metric auth_broker_vend_late_reconfirms_total)
 
 # What the broker logged (level warn and above), by message.
 WARNINGS=$(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' "$TMP/broker.log" | sort | uniq -c | sort -rn |
@@ -506,6 +507,6 @@ details:
   slowest: $D_SLOWEST; PATCH active=true p50 $D_ON50 ms
   the $TOKENS vends after each reactivation (mint + store): p50 $D_MINT50 ms, p99 $D_MINT99 ms
 5 VmHWM $RSS_HWM_MIB MiB since start; VmRSS $(calc "$rss_before / 1024" 1) MiB before the run
-token responses withheld by the vend fence (too late to send) over the whole run: ${WITHHELD:-?}
+token responses withheld by the vend fence (too late to send) over the whole run: ${WITHHELD:-?}; late ones that read the epoch again first: ${RECONFIRMED:-?}
 broker log: ${WARNINGS:-nothing at warn or above}
 EOF
