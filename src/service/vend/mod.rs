@@ -340,22 +340,12 @@ impl Vend {
             }
             rechecks += 1;
             let at = Instant::now();
-            if !self.still_current(req, user, epoch).await? {
+            if !reconfirm::still_current(&**self.access.vault(), &req.org, user, epoch).await? {
                 return Ok(None);
             }
             confirmed = at;
         }
         Ok(Some((fence.answer_by(confirmed), rechecks)))
-    }
-
-    async fn still_current(
-        &self,
-        req: &VendRequest,
-        user: &UserId,
-        epoch: u64,
-    ) -> Result<bool, VendError> {
-        let now = self.access.vault().read(&req.org, user, "_").await?;
-        Ok(now.projection.is_some_and(|p| p.epoch == epoch && p.active))
     }
 
     async fn rebuild(&self, org: &OrgId, user: &UserId) -> Result<(), VendError> {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::domain::vault::Vault;
+use crate::domain::vault::{Vault, VaultError};
 use crate::domain::{OrgId, UserId};
 use crate::service::access::VendFence;
 
@@ -62,11 +62,10 @@ impl Reconfirm {
                 return None;
             }
             let at = Instant::now();
-            let read = self.vault.read(&self.org, &self.user, "_").await.ok()?;
-            let current = read
-                .projection
-                .is_some_and(|p| p.epoch == self.epoch && p.active);
-            if !current {
+            if !still_current(&*self.vault, &self.org, &self.user, self.epoch)
+                .await
+                .ok()?
+            {
                 return None;
             }
             let by = self.fence.answer_by(at);
@@ -75,4 +74,15 @@ impl Reconfirm {
             }
         }
     }
+}
+
+/// Whether `user`'s epoch is still `epoch` and the user active: one vault read.
+pub(super) async fn still_current(
+    vault: &dyn Vault,
+    org: &OrgId,
+    user: &UserId,
+    epoch: u64,
+) -> Result<bool, VaultError> {
+    let now = vault.read(org, user, "_").await?;
+    Ok(now.projection.is_some_and(|p| p.epoch == epoch && p.active))
 }
