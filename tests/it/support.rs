@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use auth_broker::config::{Config, OrgConfig};
@@ -14,8 +13,13 @@ use auth_broker::service::bootstrap::BootstrapSecrets;
 use auth_broker::store::{SqlOptions, SqlStore};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::net::TcpListener;
+
+mod cut_proxy;
+mod scim_client;
+
+pub use cut_proxy::CutProxy;
+pub use scim_client::{Resp, Scim, member_ids, read};
 
 /// Which system of record a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,215 +507,6 @@ impl TestServer {
             }
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
-/// A SCIM client bound to one org and token.
-#[derive(Clone)]
-pub struct Scim {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub token: String,
-}
-
-/// A response: status, headers and JSON body (Null when empty).
-#[derive(Debug)]
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Resp {
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    }
-}
-
-impl Scim {
-    /// Sends a request with the org's bearer token.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        self.send_with(method, path, body, &[]).await
-    }
-
-    /// Sends a request with extra headers.
-    pub async fn send_with(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Resp {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/scim+json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.body(b.to_string());
-        }
-        let resp = req.send().await.expect("request sent");
-        read(resp).await
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        self.send(Method::GET, path, None).await
-    }
-    pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.send(Method::POST, path, Some(body)).await
-    }
-    pub async fn put(&self, path: &str, body: Value) -> Resp {
-        self.send(Method::PUT, path, Some(body)).await
-    }
-    pub async fn patch(&self, path: &str, body: Value) -> Resp {
-        self.send(Method::PATCH, path, Some(body)).await
-    }
-    pub async fn delete(&self, path: &str) -> Resp {
-        self.send(Method::DELETE, path, None).await
-    }
-
-    /// Sets a user's `active` as Microsoft Entra does: a PATCH `Replace` whose value is the
-    /// string "True" or "False".
-    pub async fn set_active_entra(&self, user: &str, active: bool) -> Resp {
-        let value = if active { "True" } else { "False" };
-        self.patch(
-            &format!("/Users/{user}"),
-            serde_json::json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "Replace", "path": "active", "value": value}],
-            }),
-        )
-        .await
-    }
-
-    /// Creates a user and returns its id (asserting 201).
-    pub async fn create_user(&self, user_name: &str) -> String {
-        let r = self
-            .post(
-                "/Users",
-                serde_json::json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                    "userName": user_name,
-                    "active": true,
-                    "emails": [{"value": user_name, "primary": true, "type": "work"}],
-                }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body["id"].as_str().unwrap().to_string()
-    }
-
-    /// Creates a group and returns its id (asserting 201).
-    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
-        let members: Vec<Value> = members
-            .iter()
-            .map(|m| serde_json::json!({"value": m}))
-            .collect();
-        let r = self
-            .post(
-                "/Groups",
-                serde_json::json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-                    "displayName": name,
-                    "members": members,
-                }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body["id"].as_str().unwrap().to_string()
-    }
-}
-
-/// Reads a response into a `Resp`.
-pub async fn read(resp: reqwest::Response) -> Resp {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap_or_default();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-    };
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// The ids of the members of a group response.
-pub fn member_ids(group: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = group["members"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m["value"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
-}
-
-/// A TCP proxy in front of PostgreSQL that a test can sever to simulate an outage.
-pub struct CutProxy {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
-}
-
-struct ProxyState {
-    up: bool,
-    conns: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl CutProxy {
-    /// Forwards a local port to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(ProxyState {
-            up: true,
-            conns: Vec::new(),
-        }));
-        let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut guard = st.lock().await;
-                if !guard.up {
-                    drop(inbound);
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                guard.conns.push(task);
-            }
-        });
-        Self { addr, state }
-    }
-
-    /// Drops every connection and refuses new ones.
-    pub async fn cut(&self) {
-        let mut g = self.state.lock().await;
-        g.up = false;
-        for c in g.conns.drain(..) {
-            c.abort();
-        }
-    }
-
-    /// Accepts connections again.
-    pub async fn restore(&self) {
-        self.state.lock().await.up = true;
     }
 }
 

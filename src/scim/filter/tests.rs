@@ -3,6 +3,7 @@
 use super::*;
 use crate::scim::error::ScimType;
 use serde_json::json;
+use std::cmp::Ordering;
 
 const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 

@@ -1,0 +1,197 @@
+//! Whole-tree validation of the configuration after it is parsed: every problem is
+//! collected (not just the first) and names the key to fix.
+
+use std::net::SocketAddr;
+
+use super::orgs::resolve_secret_hashes;
+use super::{Config, ConfigProblem, problem, valid_org_id};
+
+impl Config {
+    /// Every problem in the tree, each naming its key; empty when the config is usable.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            out.push(problem(
+                "server.listen",
+                "must be an address such as 127.0.0.1:8080",
+            ));
+        }
+        if let Some(n) = self.server.io_thread_nice
+            && !(-20..=19).contains(&n)
+        {
+            out.push(problem(
+                "server.io_thread_nice",
+                "must be a nice value from -20 to 19",
+            ));
+        }
+        if let Some(u) = &self.server.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            out.push(problem(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            out.push(problem("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.request_timeout_secs == 0 {
+            out.push(problem("server.request_timeout_secs", "must be at least 1"));
+        }
+        if let Some(url) = &self.storage.database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            out.push(problem(
+                "storage.database_url",
+                "must start with postgres:// or sqlite:",
+            ));
+        }
+        if let Some(url) = &self.storage.redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+cluster://")
+                || url.starts_with("redis+sentinel://"))
+        {
+            out.push(problem(
+                "storage.redis_url",
+                "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
+            ));
+        }
+        if self.storage.redis_timeout_ms == 0 {
+            out.push(problem("storage.redis_timeout_ms", "must be at least 1"));
+        }
+        if self.storage.redis_url.is_some() && self.vault.keys.is_empty() {
+            out.push(problem(
+                "vault.keys",
+                "a shared vault key ring is required when storage.redis_url is set \
+                 (replicas must open each other's records)",
+            ));
+        }
+        if !self.vault.keys.is_empty() {
+            match &self.vault.active_key {
+                None => out.push(problem(
+                    "vault.active_key",
+                    "required when vault.keys is set",
+                )),
+                Some(a) if !self.vault.keys.contains_key(a) => out.push(problem(
+                    "vault.active_key",
+                    format!("no key {a} in vault.keys"),
+                )),
+                _ => {}
+            }
+            for (id, r) in &self.vault.keys {
+                if let Err(p) = r.read(&format!("vault.keys.{id}")) {
+                    out.push(p);
+                }
+            }
+        }
+        if self.broker.token_ttl_secs < 60 {
+            out.push(problem("broker.token_ttl_secs", "must be at least 60"));
+        }
+        if self.broker.refresh_margin_secs >= self.broker.token_ttl_secs {
+            out.push(problem(
+                "broker.refresh_margin_secs",
+                "must be below broker.token_ttl_secs",
+            ));
+        }
+        if self.storage.max_connections == 0 {
+            out.push(problem("storage.max_connections", "must be at least 1"));
+        }
+        if self
+            .storage
+            .min_connections
+            .is_some_and(|min| min > self.storage.max_connections)
+        {
+            out.push(problem(
+                "storage.min_connections",
+                "must not exceed storage.max_connections",
+            ));
+        }
+        if self.scim.max_results == 0 {
+            out.push(problem("scim.max_results", "must be at least 1"));
+        }
+        if self.scim.default_count == 0 || self.scim.default_count > self.scim.max_results {
+            out.push(problem(
+                "scim.default_count",
+                "must be between 1 and scim.max_results",
+            ));
+        }
+        if self.scim.max_filter_scan < self.scim.max_results {
+            out.push(problem(
+                "scim.max_filter_scan",
+                "must be at least scim.max_results",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            out.push(problem("log.level", "is not a valid filter directive"));
+        }
+        for (id, org) in &self.orgs {
+            let base = format!("orgs.{id}");
+            if !valid_org_id(id) {
+                out.push(problem(&base, "org id must be 1-63 of a-z 0-9 - _"));
+            }
+            for (kind, hashes, env, file) in [
+                (
+                    "scim_token",
+                    &org.scim_token_hashes,
+                    &org.scim_token_env,
+                    &org.scim_token_file,
+                ),
+                (
+                    "admin_key",
+                    &org.admin_key_hashes,
+                    &org.admin_key_env,
+                    &org.admin_key_file,
+                ),
+            ] {
+                if let Err(p) = resolve_secret_hashes(&base, kind, hashes, env, file) {
+                    out.extend(p);
+                }
+            }
+            for (cid, c) in &org.connectors {
+                let key = format!("{base}.connectors.{cid}");
+                if !valid_org_id(cid) {
+                    out.push(problem(&key, "connector id must be 1-63 of a-z 0-9 - _"));
+                }
+                if c.audience.trim().is_empty() {
+                    out.push(problem(format!("{key}.audience"), "must not be empty"));
+                }
+            }
+            for (i, g) in org.grants.iter().enumerate() {
+                let key = format!("{base}.grants[{i}]");
+                if g.group.is_some() == g.group_id.is_some() {
+                    out.push(problem(&key, "give exactly one of group or group_id"));
+                }
+                match org.connectors.get(&g.connector) {
+                    None => out.push(problem(
+                        format!("{key}.connector"),
+                        format!("no connector {} is declared in this org", g.connector),
+                    )),
+                    Some(c) => {
+                        if let Some(s) = g.scopes.iter().find(|s| !c.scopes.contains(s)) {
+                            out.push(problem(
+                                format!("{key}.scopes"),
+                                format!("{s} is not among the connector's scopes"),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(sign_in) = &org.sign_in {
+                out.extend(sign_in.validate(&base));
+            }
+            if org.scim_token_hashes.is_empty()
+                && org.scim_token_env.is_none()
+                && org.scim_token_file.is_none()
+            {
+                out.push(problem(
+                    format!("{base}.scim_token_hashes"),
+                    "an org needs a SCIM token (scim_token_hashes, scim_token_env or scim_token_file)",
+                ));
+            }
+        }
+        out
+    }
+}
