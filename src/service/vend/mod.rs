@@ -9,6 +9,7 @@ mod open_cache;
 mod reconfirm;
 mod served;
 
+use reconfirm::Confirmed;
 pub use reconfirm::Reconfirm;
 pub use served::{Served, Vended};
 
@@ -329,23 +330,23 @@ impl Vend {
         epoch: u64,
         read_at: Instant,
     ) -> Result<Option<(Instant, u32)>, VendError> {
-        let fence = self.access.fence();
-        let mut confirmed = read_at;
         let mut rechecks = 0;
-        while fence.must_recheck(confirmed) {
-            if fence.out_of_budget(read_at) {
-                return Err(VendError::Unavailable(
-                    "the user's access could not be confirmed quickly enough; retry".into(),
-                ));
-            }
-            rechecks += 1;
-            let at = Instant::now();
-            if !reconfirm::still_current(&**self.access.vault(), &req.org, user, epoch).await? {
-                return Ok(None);
-            }
-            confirmed = at;
+        let confirmed = reconfirm::confirm_epoch(
+            &**self.access.vault(),
+            *self.access.fence(),
+            (&req.org, user, epoch),
+            read_at,
+            read_at,
+            &mut rechecks,
+        )
+        .await?;
+        match confirmed {
+            Confirmed::Until(by) => Ok(Some((by, rechecks))),
+            Confirmed::Moved => Ok(None),
+            Confirmed::OutOfBudget => Err(VendError::Unavailable(
+                "the user's access could not be confirmed quickly enough; retry".into(),
+            )),
         }
-        Ok(Some((fence.answer_by(confirmed), rechecks)))
     }
 
     async fn rebuild(&self, org: &OrgId, user: &UserId) -> Result<(), VendError> {

@@ -3,6 +3,7 @@
 //! read grew old) and leaves only if the epoch is unchanged and the user still active. The
 //! re-reads share the vend's budget (`fence::RECHECK_BUDGET`, counted from the vend's epoch
 //! read), so a thread that keeps stalling still ends in a withheld response, never a late one.
+//! The vend's own re-reads and these go through one function, [`confirm_epoch`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,32 +58,56 @@ impl Reconfirm {
     /// user still active; `None` when it moved, the vault failed, or the budget is spent.
     /// A read that itself took too long is repeated while the budget lasts.
     pub async fn confirm(self) -> Option<Instant> {
-        loop {
-            if self.fence.out_of_budget(self.first_read) {
-                return None;
-            }
-            let at = Instant::now();
-            if !still_current(&*self.vault, &self.org, &self.user, self.epoch)
-                .await
-                .ok()?
-            {
-                return None;
-            }
-            let by = self.fence.answer_by(at);
-            if Instant::now() < by {
-                return Some(by);
-            }
+        let mut rechecks = 0;
+        let confirmed = confirm_epoch(
+            &*self.vault,
+            self.fence,
+            (&self.org, &self.user, self.epoch),
+            self.first_read,
+            self.first_read,
+            &mut rechecks,
+        )
+        .await;
+        match confirmed {
+            Ok(Confirmed::Until(by)) => Some(by),
+            Ok(Confirmed::Moved | Confirmed::OutOfBudget) | Err(_) => None,
         }
     }
 }
 
-/// Whether `user`'s epoch is still `epoch` and the user active: one vault read.
-pub(super) async fn still_current(
+/// What re-reading the epoch established.
+pub(super) enum Confirmed {
+    /// The epoch is unchanged: the answer may be written until then.
+    Until(Instant),
+    /// The epoch moved or the user is no longer active.
+    Moved,
+    /// The re-read budget, counted from the vend's first read, ran out.
+    OutOfBudget,
+}
+
+/// The fence's rule, for the vend and for a late response alike: while the last confirmation
+/// (`confirmed`) is older than the fence allows, `user`'s epoch is read again, each re-read
+/// counted in `rechecks`, for as long as the budget from `first_read` lasts. The deadline it
+/// gives always leaves at least half the fence's window for the response to be written.
+pub(super) async fn confirm_epoch(
     vault: &dyn Vault,
-    org: &OrgId,
-    user: &UserId,
-    epoch: u64,
-) -> Result<bool, VaultError> {
-    let now = vault.read(org, user, "_").await?;
-    Ok(now.projection.is_some_and(|p| p.epoch == epoch && p.active))
+    fence: VendFence,
+    (org, user, epoch): (&OrgId, &UserId, u64),
+    first_read: Instant,
+    mut confirmed: Instant,
+    rechecks: &mut u32,
+) -> Result<Confirmed, VaultError> {
+    while fence.must_recheck(confirmed) {
+        if fence.out_of_budget(first_read) {
+            return Ok(Confirmed::OutOfBudget);
+        }
+        *rechecks += 1;
+        let at = Instant::now();
+        let now = vault.read(org, user, "_").await?;
+        if !now.projection.is_some_and(|p| p.epoch == epoch && p.active) {
+            return Ok(Confirmed::Moved);
+        }
+        confirmed = at;
+    }
+    Ok(Confirmed::Until(fence.answer_by(confirmed)))
 }
