@@ -91,26 +91,14 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
         r.header("content-type").as_deref(),
         Some("application/problem+json")
     );
-    let view = s
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/orgs/acme/users/{ann}"),
-            None,
-        )
-        .await;
+    let view = s.user_view(&ann).await;
     assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
     assert_eq!(
         view.body["live_tokens"],
         json!([]),
         "the vault holds nothing for her"
     );
-    let receipts = s
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/orgs/acme/users/{ann}/offboarding"),
-            None,
-        )
-        .await;
+    let receipts = s.offboarding_of(&ann).await;
     assert_eq!(receipts.body["receipts"][0]["reason"], "scim.user.patch");
     assert_eq!(
         receipts.body["receipts"][0]["connectors"],
@@ -251,22 +239,10 @@ async fn group_removal_and_grant_deletion_revoke() {
         .as_str()
         .unwrap()
         .to_string();
-    let r = s
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/orgs/acme/users/{bo}/revoke"),
-            None,
-        )
-        .await;
+    let r = s.kill_switch(&bo).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(s.introspect(&token).await["active"], false);
-    let receipts = s
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/orgs/acme/users/{bo}/offboarding"),
-            None,
-        )
-        .await;
+    let receipts = s.offboarding_of(&bo).await;
     let reasons: Vec<&str> = receipts.body["receipts"]
         .as_array()
         .unwrap()

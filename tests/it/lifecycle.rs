@@ -338,14 +338,7 @@ async fn fire(s: &TestServer, t: &Trigger, user: &str, user_name: &str, group: &
             )
             .await
         }
-        "kill switch" => {
-            s.admin(
-                Method::POST,
-                &format!("/admin/v1/orgs/acme/users/{user}/revoke"),
-                None,
-            )
-            .await
-        }
+        "kill switch" => s.kill_switch(user).await,
         "connector disabled" => github(s, false).await,
         "grant deleted" => {
             s.admin(
@@ -408,13 +401,7 @@ async fn every_revocation_trigger_refuses_announces_receipts_and_audits() {
         );
 
         // The receipt.
-        let receipts = s
-            .admin(
-                Method::GET,
-                &format!("/admin/v1/orgs/acme/users/{user}/offboarding"),
-                None,
-            )
-            .await;
+        let receipts = s.offboarding_of(&user).await;
         assert_eq!(
             receipts.status,
             StatusCode::OK,

@@ -473,13 +473,7 @@ async fn asserted_groups_grant_and_revoke_like_scim_groups() {
     let denied = s.vend(&id).await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert_eq!(denied.body["code"], "not_entitled");
-    let offboarding = s
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/orgs/acme/users/{id}/offboarding"),
-            None,
-        )
-        .await;
+    let offboarding = s.offboarding_of(&id).await;
     assert!(
         offboarding.body.to_string().contains("signin.groups"),
         "{:?}",

@@ -470,6 +470,36 @@ impl TestServer {
         .await
     }
 
+    /// The `acme` admin view of a user (its live tokens and entitlements).
+    pub async fn user_view(&self, user_id: &str) -> Resp {
+        self.admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{user_id}"),
+            None,
+        )
+        .await
+    }
+
+    /// The `acme` offboarding receipts of a user.
+    pub async fn offboarding_of(&self, user_id: &str) -> Resp {
+        self.admin(
+            Method::GET,
+            &format!("/admin/v1/orgs/acme/users/{user_id}/offboarding"),
+            None,
+        )
+        .await
+    }
+
+    /// The `acme` admin kill switch for a user.
+    pub async fn kill_switch(&self, user_id: &str) -> Resp {
+        self.admin(
+            Method::POST,
+            &format!("/admin/v1/orgs/acme/users/{user_id}/revoke"),
+            None,
+        )
+        .await
+    }
+
     /// Sends an admin API request with acme's admin key.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
         self.gateway(ACME_ADMIN, method, path, body).await

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use super::{Vault, server};
@@ -77,13 +77,7 @@ async fn no_token_after_the_deactivation_answers() {
     );
     assert!(withheld < 100, "some vends were answered");
     // Nothing remains in the vault, and nothing that was served is still active.
-    let view = s
-        .admin(
-            Method::GET,
-            &format!("/admin/v1/orgs/acme/users/{ann}"),
-            None,
-        )
-        .await;
+    let view = s.user_view(&ann).await;
     assert_eq!(view.body["live_tokens"], json!([]));
     for t in served {
         assert_eq!(s.introspect(&t).await["active"], false);

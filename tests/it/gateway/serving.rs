@@ -47,15 +47,7 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
         token.as_str(),
         "k1 records still open"
     );
-    let jwks: serde_json::Value = b
-        .http
-        .get(format!("{}/.well-known/jwks.json", b.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value = b.get_json("/.well-known/jwks.json").await;
     assert_eq!(
         jwks["keys"].as_array().unwrap().len(),
         2,

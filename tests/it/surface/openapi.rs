@@ -122,15 +122,7 @@ async fn openapi_document_matches_the_router() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_the_statuses_the_api_answers() {
     let s = server(Backend::Sqlite).await;
-    let doc: Value = s
-        .http
-        .get(format!("{}/admin/v1/openapi.json", s.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = s.get_json("/admin/v1/openapi.json").await;
     // What the contract (and the admin test above) shows each operation answering.
     let answered: &[(&str, &str, &[&str])] = &[
         ("post", "/internal/v1/token", &["200", "409", "502"]),

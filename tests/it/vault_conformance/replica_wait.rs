@@ -10,7 +10,7 @@ use auth_broker::domain::{OrgId, UserId};
 use auth_broker::store::vault_redis::RedisVault;
 
 use super::projection;
-use super::sentinel::{OP, SLACK, put_confirmed};
+use super::sentinel::{OP, RECOVERY_BOUND, SLACK, put_confirmed};
 use crate::redis_fixture::RedisServer;
 
 /// The vault's replica wait (`REPLICA_WAIT`).
@@ -99,4 +99,22 @@ pub(super) async fn revocations_wait_for(
     );
     assert_eq!(on_replica(replica.port, &key, "t:slack").await, None);
     took
+}
+
+/// After the master's crash: once the vault reads again (within the recovery bound), the user
+/// is still revoked there: inactive at epoch 3, with no token back.
+pub(super) async fn revocation_survives_the_crash(v: &RedisVault, org: &OrgId, user: &UserId) {
+    let after = async {
+        loop {
+            if let Ok(r) = v.read(org, user, "slack").await {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let r = tokio::time::timeout(RECOVERY_BOUND, after)
+        .await
+        .expect("the vault reads from the promoted replica");
+    assert_eq!(r.sealed, None, "no token came back");
+    assert_eq!(r.projection.map(|p| (p.active, p.epoch)), Some((false, 3)));
 }

@@ -14,7 +14,7 @@ use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 
 use super::bus::{event, two_replicas};
 use super::outage::assert_unavailable_fast;
-use super::replica_wait::revocations_wait_for;
+use super::replica_wait::{revocation_survives_the_crash, revocations_wait_for};
 use super::{fresh_org, projection};
 use crate::redis_fixture::{free_port, private_sentinel, require_reachable};
 
@@ -396,19 +396,7 @@ async fn vault_redis_sentinel_revocations_wait_for_the_replica() {
     tokio::time::timeout(RECOVERY_BOUND, promoted)
         .await
         .expect("the replica is promoted");
-    let after = async {
-        loop {
-            if let Ok(r) = v.read(&org, &user, "slack").await {
-                break r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let r = tokio::time::timeout(RECOVERY_BOUND, after)
-        .await
-        .expect("the vault reads from the new master");
-    assert_eq!(r.sealed, None, "no token came back");
-    assert_eq!(r.projection.map(|p| (p.active, p.epoch)), Some((false, 3)));
+    revocation_survives_the_crash(&v, &org, &user).await;
 }
 
 /// Writes a projection as a SCIM write does through its retries: `Unavailable` (here, a
