@@ -469,7 +469,17 @@ WITHHELD=$(metric auth_broker_vend_withheld_total)
 RECONFIRMED=$(metric auth_broker_vend_late_reconfirms_total)
 
 # What the broker logged (level warn and above), by message.
-WARNINGS=$(sed -n 's/.*"message":"\([^"]*\)".*/\1/p' "$TMP/broker.log" | sort | uniq -c | sort -rn |
+# Each warning with its error, when it has one (the reason a vend was refused, say).
+WARNINGS=$(python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        fields = json.loads(line).get("fields", {})
+    except ValueError:
+        continue
+    if "message" in fields:
+        print(fields["message"] + (" (" + str(fields["error"]) + ")" if "error" in fields else ""))
+' <"$TMP/broker.log" | sort | uniq -c | sort -rn |
     awk 'NR <= 3 { c = $1; $1 = ""; printf "%s%d x%s", (NR > 1 ? "; " : ""), c, $0 }')
 
 # --- summary -------------------------------------------------------------------------------
