@@ -6,7 +6,8 @@
 //! body checks again when hyper takes the bytes to write them. Past the instant it reads the
 //! user's epoch again ([`Reconfirm`]) and goes out with a new deadline if nothing moved; if
 //! the epoch moved, the vault failed or the re-read budget is spent it fails instead, hyper
-//! drops the connection without the token, and the gateway retries.
+//! drops the connection without the token, and the gateway retries. A withheld response
+//! leaves a `withheld` audit record after its vend's `ok` ([`WithheldAudit`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use http_body::{Frame, SizeHint};
 
+use crate::service::audit_sink::WithheldAudit;
 use crate::service::vend::Reconfirm;
 
 /// A re-read of the epoch in flight: the new deadline, or `None` to withhold.
@@ -39,6 +41,7 @@ pub struct FencedBody {
     reconfirm: Option<Reconfirm>,
     confirming: Option<Confirming>,
     counters: Arc<FenceCounters>,
+    withheld: Option<WithheldAudit>,
 }
 
 impl FencedBody {
@@ -56,12 +59,22 @@ impl FencedBody {
             reconfirm,
             confirming: None,
             counters,
+            withheld: None,
         }
+    }
+
+    /// Leaves `withheld` in the audit if the response is withheld.
+    pub fn audited(mut self, withheld: WithheldAudit) -> Self {
+        self.withheld = Some(withheld);
+        self
     }
 
     fn withhold(&mut self) -> Poll<Option<Result<Frame<Bytes>, Late>>> {
         self.bytes = None;
         self.counters.late.fetch_add(1, Ordering::Relaxed);
+        if let Some(withheld) = self.withheld.take() {
+            withheld.record();
+        }
         tracing::warn!("token response withheld: written too long after the epoch read");
         Poll::Ready(Some(Err(Late)))
     }

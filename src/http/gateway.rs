@@ -256,17 +256,18 @@ async fn vend(
                     .fetch_add(u64::from(v.rechecks), std::sync::atomic::Ordering::Relaxed);
             }
             // An unaudited token is never served.
-            if !s.audit_vend(&req, "ok", Some(&v)) {
+            let Some(withheld) = s.audit_served(req, &v) else {
                 return Err((unaudited(), "unavailable"));
-            }
+            };
             // Written only while the vend fence allows, or after the epoch was read unchanged
-            // again; withheld (connection dropped) otherwise.
+            // again; withheld (connection dropped, and audited so) otherwise.
             let body = FencedBody::new(
                 v.served.body(),
                 v.answer_by,
                 Some(v.reconfirm),
                 s.metrics.fence.clone(),
-            );
+            )
+            .audited(withheld);
             let mut resp = axum::body::Body::new(body).into_response();
             let headers = resp.headers_mut();
             headers.insert(
@@ -280,7 +281,7 @@ async fn vend(
             Ok(resp)
         }
         Err(e) => {
-            s.audit_vend(&req, e.code(), None);
+            s.audit_vend(&req, e.code());
             let mut p = vend_problem(&e);
             if let VendError::ConsentRequired(url) = &e {
                 p = p.with("consent_url", json!(url));

@@ -87,36 +87,57 @@ impl AppInner {
         self.clock.now_ms() / 1000
     }
 
-    /// Queues the audit record of a vend (never the token). `false` when the backlog is full.
-    pub fn audit_vend(
-        &self,
-        req: &VendRequest,
-        outcome: &'static str,
-        served: Option<&crate::service::vend::Vended>,
-    ) -> bool {
+    /// Queues the audit record of a refused vend (never the token). `false` when the backlog
+    /// is full.
+    pub fn audit_vend(&self, req: &VendRequest, outcome: &'static str) -> bool {
         use crate::service::audit_sink::{VendAudit, VendSubject};
-        let subject = match served {
-            Some(v) => VendSubject::Served {
-                token: v.served.clone(),
-                cached: v.cached,
-            },
-            None => VendSubject::Refused {
-                user: match &req.user {
-                    UserRef::Id(id) => id.clone(),
-                    _ => String::new(),
-                },
-                connector: req.connector.clone(),
-            },
-        };
         self.audit
             .record(VendAudit {
                 org: req.org.clone(),
                 at_ms: self.clock.now_ms(),
                 gateway: req.gateway.clone(),
                 outcome,
-                subject,
+                subject: VendSubject::Refused {
+                    user: match &req.user {
+                        UserRef::Id(id) => id.clone(),
+                        _ => String::new(),
+                    },
+                    connector: req.connector.clone(),
+                },
             })
             .is_ok()
+    }
+
+    /// Queues the `ok` record of a served vend (never the token) and gives the `withheld`
+    /// record its response leaves if the vend fence withholds it. `None` when the backlog is
+    /// full: the token is then not served.
+    pub fn audit_served(
+        &self,
+        req: VendRequest,
+        v: &crate::service::vend::Vended,
+    ) -> Option<crate::service::audit_sink::WithheldAudit> {
+        use crate::service::audit_sink::{VendAudit, VendSubject, WithheldAudit};
+        let subject = VendSubject::Served {
+            token: v.served.clone(),
+            cached: v.cached,
+        };
+        let ok = VendAudit {
+            org: req.org.clone(),
+            at_ms: self.clock.now_ms(),
+            gateway: req.gateway.clone(),
+            outcome: "ok",
+            subject: subject.clone(),
+        };
+        let at_ms = ok.at_ms;
+        self.audit.record(ok).ok()?;
+        let served = VendAudit {
+            org: req.org,
+            at_ms,
+            gateway: req.gateway,
+            outcome: "ok",
+            subject,
+        };
+        Some(WithheldAudit::new(self.audit.clone(), served))
     }
 
     /// Queues the audit record of a tool decision; false when it cannot be queued (the

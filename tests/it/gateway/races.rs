@@ -133,22 +133,46 @@ async fn two_replicas_see_each_others_revocations() {
 
 /// A token response that missed the fence's deadline (its thread stalled between the vend's
 /// decision and the socket write) reads the epoch again on the real vault: it leaves when
-/// nothing moved, and is withheld once a revocation moved the epoch.
+/// nothing moved, and is withheld once a revocation moved the epoch, leaving a `withheld`
+/// record in the audit log on PostgreSQL.
 mod late_responses {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use auth_broker::domain::ports::{AuditLog, OrgRecord, Tenants};
     use auth_broker::domain::vault::{Projection, Vault};
     use auth_broker::domain::{OrgId, UserId};
     use auth_broker::http::fenced_body::{FenceCounters, FencedBody};
     use auth_broker::service::access::VendFence;
-    use auth_broker::service::vend::Reconfirm;
+    use auth_broker::service::audit_sink::{AuditSink, VendAudit, VendSubject, WithheldAudit};
+    use auth_broker::service::tokens::TokenRecord;
+    use auth_broker::service::vend::{Reconfirm, Served};
     use auth_broker::store::vault_redis::RedisVault;
+    use auth_broker::store::{SqlOptions, SqlStore};
     use axum::body::Bytes;
     use http_body_util::BodyExt;
     use std::sync::atomic::Ordering;
 
     use crate::redis_fixture::{cluster, require_reachable, standalone_vault};
+    use crate::support::{Backend, fresh_database};
+
+    /// An audit log on a fresh PostgreSQL database that knows `org`.
+    async fn audit_log(org: &OrgId) -> Arc<SqlStore> {
+        let (url, _) = fresh_database(Backend::Postgres).await;
+        let options = SqlOptions {
+            max_connections: 2,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        let store = SqlStore::connect(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        let record = OrgRecord {
+            id: org.clone(),
+            display_name: "late".into(),
+        };
+        store.upsert_org(&record).await.unwrap();
+        Arc::new(store)
+    }
 
     async fn late_body_follows_the_epoch(vault: Arc<dyn Vault>) {
         let org = OrgId::new(format!("late-{}", uuid::Uuid::new_v4().simple()));
@@ -159,8 +183,31 @@ mod late_responses {
             connectors: Default::default(),
         };
         let epoch = vault.put_projection(&org, &user, &p).await.unwrap();
+        let store = audit_log(&org).await;
+        let (sink, _writer) = AuditSink::start(store.clone());
         let counters = Arc::new(FenceCounters::default());
-        let late = |epoch: u64| {
+        // The `ok` record the vend of token `jti` queued before its response.
+        let vended = |jti: &str| VendAudit {
+            org: org.clone(),
+            at_ms: 1_800_000_000_000,
+            gateway: Arc::from("gw"),
+            outcome: "ok",
+            subject: VendSubject::Served {
+                token: Arc::new(Served::new(
+                    &TokenRecord {
+                        access_token: "t".into(),
+                        expires_at: 1_800_000_600,
+                        scopes: vec![],
+                        jti: jti.into(),
+                        minted_at: 1_800_000_000,
+                    },
+                    "github",
+                    "u1",
+                )),
+                cached: true,
+            },
+        };
+        let late = |epoch: u64, jti: &str| {
             let check = Reconfirm::new(
                 vault.clone(),
                 VendFence,
@@ -175,9 +222,13 @@ mod late_responses {
                 Some(check),
                 counters.clone(),
             )
+            .audited(WithheldAudit::new(sink.clone(), vended(jti)))
         };
 
-        let sent = late(epoch).collect().await.expect("sent after a re-read");
+        let sent = late(epoch, "sent")
+            .collect()
+            .await
+            .expect("sent after a re-read");
         assert_eq!(&sent.to_bytes()[..], b"{\"access_token\":\"t\"}");
         assert_eq!(counters.reconfirmed.load(Ordering::Relaxed), 1);
         assert_eq!(counters.late.load(Ordering::Relaxed), 0);
@@ -185,11 +236,24 @@ mod late_responses {
         let (moved, _) = vault.revoke(&org, &user, &p, None).await.unwrap();
         assert!(moved > epoch);
         assert!(
-            late(epoch).collect().await.is_err(),
+            late(epoch, "held").collect().await.is_err(),
             "withheld after the revocation"
         );
         assert_eq!(counters.reconfirmed.load(Ordering::Relaxed), 2);
         assert_eq!(counters.late.load(Ordering::Relaxed), 1);
+
+        // The withheld response, and only it, is in the audit log.
+        sink.flush().await;
+        let records = store
+            .audit_query(&org, Some("u1"), None, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1, "{records:#?}");
+        let summary = &records[0].entry.summary;
+        assert_eq!(records[0].entry.action, "token.vend");
+        assert_eq!(summary["outcome"], "withheld");
+        assert_eq!(summary["token_id"], "held");
+        assert!(records[0].entry.at_ms >= 1_800_000_000_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
