@@ -48,6 +48,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+#[path = "vend/cpu_gaps.rs"]
+mod cpu_gaps;
 #[path = "vend/deactivation.rs"]
 mod deactivation;
 #[path = "vend/provision.rs"]
@@ -271,6 +273,8 @@ fn rate(f: &Flags) -> Result<(), String> {
 
     // What this machine's scheduler alone adds to a wake-up, for reading the tail below.
     let jitter = timer_jitter(Duration::from_secs(1));
+    // What the machine takes from a thread that always wants a CPU, just before the run.
+    let gaps = cpu_gaps::probe(Duration::from_secs(1));
     // Sharing the machine with the broker, the client must not preempt it on every wake-up;
     // its own delays are kept out of the server figure below either way.
     match f.or("sched", "batch") {
@@ -401,6 +405,11 @@ fn rate(f: &Flags) -> Result<(), String> {
         ms(percentile(&jitter, 0.999)),
         ms(jitter.last().copied().unwrap_or(0)),
     );
+    println!(
+        "rate: CPU taken from a spinning thread pinned to each CPU, 1 s before the run: \
+         {:.1} ms per CPU-second, {:.1} gaps of 1 ms or more per second, longest {:.3} ms",
+        gaps.lost_ms_per_s, gaps.over_1ms_per_s, gaps.max_ms
+    );
     let mut inside_shares = String::new();
     if let Some(buckets) = &inside {
         let count = buckets.last().map(|(_, n)| *n).unwrap_or(0).max(1);
@@ -441,7 +450,8 @@ fn rate(f: &Flags) -> Result<(), String> {
         "RESULT rate target={per_sec:.0} measured={} ok={} non_ok={non_ok} failed={} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} lag_p99_ms={:.3} \
          read_p99_ms={:.3} server_p50_ms={:.3} server_p99_ms={:.3} server_p999_ms={:.3} \
-         stamped={} jitter_p99_ms={:.3} jitter_max_ms={:.3}{inside_shares}",
+         stamped={} jitter_p99_ms={:.3} jitter_max_ms={:.3} cpu_lost_ms_per_s={:.1} \
+         cpu_gaps_1ms_per_s={:.1} cpu_gap_max_ms={:.3}{inside_shares}",
         all.measured,
         l.len(),
         all.failures,
@@ -458,6 +468,9 @@ fn rate(f: &Flags) -> Result<(), String> {
         all.stamped,
         ms(percentile(&jitter, 0.99)),
         ms(jitter.last().copied().unwrap_or(0)),
+        gaps.lost_ms_per_s,
+        gaps.over_1ms_per_s,
+        gaps.max_ms,
     );
     Ok(())
 }

@@ -11,7 +11,9 @@
 #      from the scheduled send time to the response's arrival (kernel receive timestamp), on
 #      a timeline without the client's own CPU waits (what a gateway with a CPU of its own
 #      would see; the figure with them is printed beside it), target p99 <= 2 ms; then the same client against raw Redis GETs, at the vend rate and
-#      at half of the GET baseline: the floor this machine and client give any server;
+#      at half of the GET baseline: the floor this machine and client give any server; before
+#      the vend run, a thread spinning on each CPU for 1 s measures how much CPU the machine
+#      itself takes away (other tasks, interrupts, the hypervisor) and in how long gaps;
 #   4. SCIM deactivation (Okta PATCH) of a user holding 20 tokens, 200 rounds
 #      (benches/vend.rs `deactivation`), target p99 <= 25 ms;
 #   5. the broker's peak RSS during (2), target <= 64 MiB.
@@ -421,7 +423,8 @@ q0=$(run_delay_ms "$BROKER_PID")
 t0=$(date +%s.%N)
 "$VEND" rate --base "$BASE" --org "$ORG" --gateway-key "$GATEWAY_KEY" --users "$TMP/users.txt" \
     --rate "$RATE" --duration "$RATE_SECS" --warmup 1 --connections "$CONNECTIONS" >"$TMP/rate.out"
-RATE_WALL=$(calc "$(date +%s.%N) - $t0" 3)
+# Less the 1 s CPU-gap probe before the run, in which the broker is idle.
+RATE_WALL=$(calc "$(date +%s.%N) - $t0 - 1" 3)
 R_WAIT=$(calc "($(run_delay_ms "$BROKER_PID") - $q0) / $RATE_WALL" 0)
 R_RWAIT=?
 [ -n "$REDIS_PID" ] && R_RWAIT=$(calc "($(run_delay_ms "$REDIS_PID") - $rq0) / $RATE_WALL" 0)
@@ -437,6 +440,9 @@ R_STAMPED=$(val stamped)
 R_LAG=$(val lag_p99_ms)
 R_JIT=$(val jitter_p99_ms)
 R_JITMAX=$(val jitter_max_ms)
+R_GLOST=$(val cpu_lost_ms_per_s)
+R_GLONG=$(val cpu_gaps_1ms_per_s)
+R_GMAX=$(val cpu_gap_max_ms)
 R_IN1=$(val inside_le1ms_pct)
 R_IN2=$(val inside_le2ms_pct)
 R_INP99=$(val inside_p99_le_ms)
@@ -513,6 +519,7 @@ details:
 3 p50 $R_P50 ms, p99.9 $R_P999 ms over $R_N vends ($R_BAD not 200, $R_STAMPED ended by a kernel receive timestamp)
   with the client's own delays counted too: p99 $R_ALL99 ms to the response's arrival, $R_READ99 ms to the client having read it; send lag p99 $R_LAG ms
   inside the broker (its /metrics histogram): p99 <= ${R_INP99:-?} ms (bucket bound), ${R_IN1:-?} % of these vends took <= 1 ms, ${R_IN2:-?} % <= 2 ms; machine timer jitter p99 $R_JIT ms, max $R_JITMAX ms
+  the machine before it: a thread spinning on each CPU lost $R_GLOST ms per CPU-second, $R_GLONG gaps of >= 1 ms per second, the longest $R_GMAX ms
   waiting for a CPU while runnable (schedstat): broker threads $R_WAIT ms, Redis $R_RWAIT ms per second of the run
   raw Redis GET with the same client at the vend rate ($(fmt "$RATE")/s): p99 $F_P99 ms
 4 $ROUNDS rounds: PATCH active=false p50 $D_P50 ms, max $D_MAX ms (includes the fixed 8 ms revocation fence)
