@@ -21,8 +21,7 @@
 # Usage: scripts/bench-vend.sh
 #
 # AUTH_BROKER_BENCH_NICE=N runs the broker with server.io_thread_nice = N (unset by default);
-# the summary says what nice value the I/O threads got. AUTH_BROKER_BENCH_REALTIME=P sets
-# server.io_thread_realtime = P (SCHED_FIFO priority; needs root or CAP_SYS_NICE).
+# the summary says what nice value the I/O threads got.
 #
 # Needs a PostgreSQL server that accepts the role in AUTH_BROKER_BENCH_PG (default
 # postgres://postgres@127.0.0.1:5432, must be able to create databases), Redis at
@@ -74,9 +73,6 @@ GET_REQUESTS=200000
 # CPUs with Redis, PostgreSQL and the load generator here; a gateway's broker would not.
 IO_NICE=${AUTH_BROKER_BENCH_NICE:-}
 NICE_LINE=${IO_NICE:+io_thread_nice = $IO_NICE}
-# server.io_thread_realtime (SCHED_FIFO priority while the machine carries it; empty: not set).
-IO_RT=${AUTH_BROKER_BENCH_REALTIME:-}
-RT_LINE=${IO_RT:+io_thread_realtime = $IO_RT}
 
 log() { printf '%s\n' "bench-vend: $*" >&2; }
 die() {
@@ -160,7 +156,6 @@ listen = "127.0.0.1:$PORT"
 public_url = "$BASE"
 shutdown_grace_secs = 2
 $NICE_LINE
-$RT_LINE
 
 [storage]
 data_dir = "$TMP/data"
@@ -478,8 +473,6 @@ D_SLOWEST=$(sed -n 's/^deactivation: slowest: //p' "$TMP/deactivation.out")
 kill -0 "$BROKER_PID" 2>/dev/null || die "the broker died during the run"
 WITHHELD=$(metric auth_broker_vend_withheld_total)
 RECONFIRMED=$(metric auth_broker_vend_late_reconfirms_total)
-RT_ENTRIES=$(metric auth_broker_io_realtime_entries_total)
-RT_BACKOFFS=$(metric auth_broker_io_realtime_backoffs_total)
 
 # What the broker logged (level warn and above), by message.
 # Each warning with its error, when it has one (the reason a vend was refused, say).
@@ -508,7 +501,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 row() { printf '%-46s %-34s %-13s %s\n' "$@"; }
 echo
-echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?}${IO_RT:+, real time $IO_RT} =="
+echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?} =="
 row "" "result" "target" ""
 row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_MEAN_RPS") req/s" "" "(mean of before and after 2)"
 row "2 warm vend, $CONNECTIONS conns, wrk $WRK_THREADS threads" "$(fmt "$VEND_RPS") req/s = $RATIO x GET" ">= 0.50 x GET" "$V_RATIO"
@@ -534,6 +527,5 @@ details:
   the $TOKENS vends after each reactivation (mint + store): p50 $D_MINT50 ms, p99 $D_MINT99 ms
 5 VmHWM $RSS_HWM_MIB MiB since start; VmRSS $(calc "$rss_before / 1024" 1) MiB before the run
 token responses withheld by the vend fence (too late to send) over the whole run: ${WITHHELD:-?}; late ones that read the epoch again first: ${RECONFIRMED:-?}
-${IO_RT:+I/O threads into real time ${RT_ENTRIES:-?} times (the start included), back to the normal class ${RT_BACKOFFS:-?} times}
 broker log: ${WARNINGS:-nothing at warn or above}
 EOF

@@ -67,10 +67,6 @@ pub struct ServerConfig {
     /// Nice value for the I/O threads (-20..=19; unset leaves them as started). Below 0 they
     /// get the CPU ahead of the broker's background work and co-located processes.
     pub io_thread_nice: Option<i32>,
-    /// `SCHED_FIFO` priority (1..=99) for the I/O threads while the machine carries it: each
-    /// returns to the normal class (at `io_thread_nice`) while its vends slow down, as when it
-    /// crowds out a co-located Redis near capacity. Unset keeps them in the normal class.
-    pub io_thread_realtime: Option<i32>,
 }
 
 /// `[storage]`
@@ -297,7 +293,6 @@ impl ServerConfig {
             count: self.io_thread_count(),
             pin: self.pin_io_threads,
             nice: self.io_thread_nice,
-            realtime: self.io_thread_realtime,
         }
     }
 
@@ -321,7 +316,6 @@ impl Default for ServerConfig {
             io_threads: 0,
             pin_io_threads: true,
             io_thread_nice: None,
-            io_thread_realtime: None,
         }
     }
 }

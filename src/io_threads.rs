@@ -11,13 +11,10 @@
 //! long-lived gateway connections, where a hash split is often 30/20.
 //!
 //! With `server.pin_io_threads` (the default) each thread is pinned to a CPU of its own
-//! ([`affinity`]); with `server.io_thread_nice` each is given that nice value ([`priority`]);
-//! with `server.io_thread_realtime` each runs in `SCHED_FIFO` while the machine carries it
-//! ([`realtime`]).
+//! ([`affinity`]); with `server.io_thread_nice` each is given that nice value ([`priority`]).
 
 mod affinity;
 mod priority;
-pub mod realtime;
 
 use std::future::Future;
 use std::io;
@@ -46,9 +43,6 @@ pub struct IoThreads {
     pub pin: bool,
     /// Nice value to give each thread (`server.io_thread_nice`), if any.
     pub nice: Option<i32>,
-    /// `SCHED_FIFO` priority to run each thread at while the machine carries it
-    /// (`server.io_thread_realtime`), if any.
-    pub realtime: Option<i32>,
 }
 
 /// Serves `prepared.router` on `listener` with `io.count` single-threaded runtimes until
@@ -114,17 +108,6 @@ pub async fn serve_threads(
                             nice,
                             error = %e,
                             "I/O thread niceness not set (a negative value needs CAP_SYS_NICE)"
-                        ),
-                    }
-                }
-                if let Some(priority) = io.realtime {
-                    match realtime::start_current(priority) {
-                        Ok(()) => tracing::debug!(thread = i, priority, "I/O thread in real time"),
-                        Err(e) => tracing::warn!(
-                            thread = i,
-                            priority,
-                            error = %e,
-                            "I/O thread not put in real time (needs CAP_SYS_NICE)"
                         ),
                     }
                 }

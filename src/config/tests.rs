@@ -82,18 +82,6 @@ fn idle_connections_may_not_exceed_the_pool() {
 }
 
 #[test]
-fn io_thread_realtime_must_be_a_fifo_priority() {
-    assert!(problem_keys("[server]\nio_thread_realtime = 1\n").is_empty());
-    assert!(problem_keys("[server]\nio_thread_realtime = 99\n").is_empty());
-    for bad in ["0", "100", "-1"] {
-        assert_eq!(
-            problem_keys(&format!("[server]\nio_thread_realtime = {bad}\n")),
-            ["server.io_thread_realtime"]
-        );
-    }
-}
-
-#[test]
 fn io_thread_nice_must_be_a_nice_value() {
     assert!(problem_keys("[server]\nio_thread_nice = -20\n").is_empty());
     assert!(problem_keys("[server]\nio_thread_nice = 19\n").is_empty());

@@ -24,14 +24,6 @@ impl Config {
                 "must be a nice value from -20 to 19",
             ));
         }
-        if let Some(n) = self.server.io_thread_realtime
-            && !(1..=99).contains(&n)
-        {
-            out.push(problem(
-                "server.io_thread_realtime",
-                "must be a SCHED_FIFO priority from 1 to 99",
-            ));
-        }
         if let Some(u) = &self.server.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {

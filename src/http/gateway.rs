@@ -212,7 +212,6 @@ async fn token(
     };
     let took = started.elapsed();
     s.metrics.vend(code, took);
-    crate::io_threads::realtime::observe(started + took, took);
     let resp = match result {
         Ok(r) => r,
         Err((p, _)) => p.into_response(),

@@ -226,23 +226,6 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             ));
         }
-        for (name, help, v) in [
-            (
-                "auth_broker_io_realtime_entries_total",
-                "I/O threads put in real time (server.io_thread_realtime).",
-                &crate::io_threads::realtime::ENTRIES,
-            ),
-            (
-                "auth_broker_io_realtime_backoffs_total",
-                "I/O threads back in the normal class because their vends slowed down.",
-                &crate::io_threads::realtime::BACKOFFS,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
         self.routes.render(&mut out);
         out.push_str(&format!(
             "# HELP auth_broker_revocations_total Revocations (epoch bumps) by this replica.\n\

@@ -278,9 +278,8 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let io = auth_broker::IoThreads {
             count: threads,
-            nice: config.server.io_thread_nice,
+            nice: None,
             pin: config.server.pin_io_threads,
-            realtime: config.server.io_thread_realtime,
         };
         let task = tokio::spawn(auth_broker::serve_threads(
             prepared,
