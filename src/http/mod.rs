@@ -117,27 +117,19 @@ impl AppInner {
         v: &crate::service::vend::Vended,
     ) -> Option<crate::service::audit_sink::WithheldAudit> {
         use crate::service::audit_sink::{VendAudit, VendSubject, WithheldAudit};
-        let subject = VendSubject::Served {
-            token: v.served.clone(),
-            cached: v.cached,
-        };
         let ok = VendAudit {
-            org: req.org.clone(),
-            at_ms: self.clock.now_ms(),
-            gateway: req.gateway.clone(),
-            outcome: "ok",
-            subject: subject.clone(),
-        };
-        let at_ms = ok.at_ms;
-        self.audit.record(ok).ok()?;
-        let served = VendAudit {
             org: req.org,
-            at_ms,
+            at_ms: self.clock.now_ms(),
             gateway: req.gateway,
             outcome: "ok",
-            subject,
+            subject: VendSubject::Served {
+                token: v.served.clone(),
+                cached: v.cached,
+            },
         };
-        Some(WithheldAudit::new(self.audit.clone(), served))
+        let withheld = WithheldAudit::new(self.audit.clone(), self.clock.clone(), ok.clone());
+        self.audit.record(ok).ok()?;
+        Some(withheld)
     }
 
     /// Queues the audit record of a tool decision; false when it cannot be queued (the

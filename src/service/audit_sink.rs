@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::service::vend::Served;
 
 use crate::domain::audit::AuditEntry;
+use crate::domain::clock::Clock;
 use crate::domain::ports::AuditWriter;
 
 /// Most records waiting to be written before vends are refused (a few MiB at most: the hot
@@ -390,9 +391,8 @@ pub const WITHHELD: &str = "withheld";
 /// follows it, so the audit does not show as delivered a token the gateway never received.
 pub struct WithheldAudit {
     sink: AuditSink,
+    clock: Arc<dyn Clock>,
     record: VendAudit,
-    /// When the vend's record was stamped, to stamp this one from.
-    stamped: std::time::Instant,
 }
 
 impl std::fmt::Debug for WithheldAudit {
@@ -404,24 +404,24 @@ impl std::fmt::Debug for WithheldAudit {
 }
 
 impl WithheldAudit {
-    /// The `withheld` counterpart of `served`, the vend's `ok` record, queued on `sink`.
-    pub fn new(sink: AuditSink, served: VendAudit) -> Self {
+    /// The `withheld` counterpart of `served`, the vend's `ok` record, to be queued on `sink`
+    /// stamped by `clock`.
+    pub fn new(sink: AuditSink, clock: Arc<dyn Clock>, served: VendAudit) -> Self {
         Self {
             sink,
+            clock,
             record: VendAudit {
                 outcome: WITHHELD,
                 ..served
             },
-            stamped: std::time::Instant::now(),
         }
     }
 
     /// Queues the record, stamped with the time it is withheld. A full backlog is logged:
     /// the token was not delivered either way, so there is nothing left to refuse.
     pub fn record(self) {
-        let late = i64::try_from(self.stamped.elapsed().as_millis()).unwrap_or(i64::MAX);
         let record = VendAudit {
-            at_ms: self.record.at_ms.saturating_add(late),
+            at_ms: self.clock.now_ms(),
             ..self.record
         };
         if self.sink.record(record).is_err() {
@@ -649,7 +649,8 @@ mod tests {
         let Pending::Vend(ok) = vend("ann", 1_000, Some("j1"), "ok") else {
             unreachable!()
         };
-        let withheld = WithheldAudit::new(sink.clone(), ok.clone());
+        let clock = Arc::new(crate::domain::clock::SystemClock);
+        let withheld = WithheldAudit::new(sink.clone(), clock, ok.clone());
         sink.record(ok).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         withheld.record();

@@ -344,16 +344,7 @@ impl TestServer {
 
     /// Opens the same system of record directly (for assertions on audit and events).
     pub async fn store(&self) -> SqlStore {
-        SqlStore::connect(
-            &self.database_url,
-            &SqlOptions {
-                max_connections: 2,
-                min_connections: 0,
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .await
-        .unwrap()
+        open_store(&self.database_url).await
     }
 
     /// Sends a gateway API request with a key.
@@ -560,6 +551,21 @@ pub async fn engineer_in_group(s: &TestServer, name: &str) -> (String, String) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     (id, gid)
+}
+
+/// A small pool on the system of record at `database_url`, for tests that read or write it
+/// directly.
+pub async fn open_store(database_url: &str) -> SqlStore {
+    SqlStore::connect(
+        database_url,
+        &SqlOptions {
+            max_connections: 2,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// The value of one series in Prometheus text (`name{labels}` exactly as exported).

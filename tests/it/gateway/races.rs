@@ -147,24 +147,19 @@ mod late_responses {
     use auth_broker::service::audit_sink::{AuditSink, VendAudit, VendSubject, WithheldAudit};
     use auth_broker::service::tokens::TokenRecord;
     use auth_broker::service::vend::{Reconfirm, Served};
+    use auth_broker::store::SqlStore;
     use auth_broker::store::vault_redis::RedisVault;
-    use auth_broker::store::{SqlOptions, SqlStore};
     use axum::body::Bytes;
     use http_body_util::BodyExt;
     use std::sync::atomic::Ordering;
 
     use crate::redis_fixture::{cluster, require_reachable, standalone_vault};
-    use crate::support::{Backend, fresh_database};
+    use crate::support::{Backend, fresh_database, open_store};
 
     /// An audit log on a fresh PostgreSQL database that knows `org`.
     async fn audit_log(org: &OrgId) -> Arc<SqlStore> {
         let (url, _) = fresh_database(Backend::Postgres).await;
-        let options = SqlOptions {
-            max_connections: 2,
-            min_connections: 0,
-            acquire_timeout: Duration::from_secs(5),
-        };
-        let store = SqlStore::connect(&url, &options).await.unwrap();
+        let store = open_store(&url).await;
         store.migrate().await.unwrap();
         let record = OrgRecord {
             id: org.clone(),
@@ -172,6 +167,14 @@ mod late_responses {
         };
         store.upsert_org(&record).await.unwrap();
         Arc::new(store)
+    }
+
+    /// A clock standing a moment after the vends the test records.
+    struct Later;
+    impl auth_broker::domain::clock::Clock for Later {
+        fn now_ms(&self) -> i64 {
+            1_800_000_000_005
+        }
     }
 
     async fn late_body_follows_the_epoch(vault: Arc<dyn Vault>) {
@@ -222,7 +225,11 @@ mod late_responses {
                 Some(check),
                 counters.clone(),
             )
-            .audited(WithheldAudit::new(sink.clone(), vended(jti)))
+            .audited(WithheldAudit::new(
+                sink.clone(),
+                Arc::new(Later),
+                vended(jti),
+            ))
         };
 
         let sent = late(epoch, "sent")
