@@ -40,6 +40,8 @@ pub struct Config {
     pub vault: VaultConfig,
     /// The broker as authorization server (tokens it mints).
     pub broker: BrokerConfig,
+    /// The background repair of projections that disagree with the system of record.
+    pub reconciler: ReconcilerConfig,
     /// Tenants keyed by org id (used in URLs, e.g. `/scim/v2/{org}`).
     pub orgs: BTreeMap<String, OrgConfig>,
 }
@@ -58,6 +60,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Sign-ins one org may start within a login's lifetime (10 minutes); beyond it
+    /// `GET /auth/{org}/login` answers 429. Bounds the state anonymous requests can store.
+    pub max_pending_logins: u64,
     /// Threads serving HTTP, each given its share of the connections and its own vault
     /// connection; 0 means one per CPU.
     pub io_threads: usize,
@@ -163,6 +168,27 @@ impl Default for BrokerConfig {
             token_ttl_secs: 900,
             refresh_margin_secs: 60,
             signing_key_max_age_days: 30,
+        }
+    }
+}
+
+/// `[reconciler]`: every replica follows the directory's event outbox and sweeps the
+/// projections, repairing any that disagrees with the system of record (a revocation that a
+/// fault interrupted and nobody retried).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcilerConfig {
+    /// How often the directory events written since the last pass are followed up.
+    pub events_interval_ms: u64,
+    /// How often every user's projection is compared with the system of record.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            events_interval_ms: 2000,
+            sweep_interval_secs: 300,
         }
     }
 }
@@ -313,6 +339,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
+            max_pending_logins: 10_000,
             io_threads: 0,
             pin_io_threads: true,
             io_thread_nice: None,

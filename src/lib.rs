@@ -67,6 +67,8 @@ pub struct Prepared {
     pub store: SqlStore,
     /// The audit writer, flushed on shutdown before the store closes.
     pub audit: service::audit_sink::AuditSink,
+    /// The reconciler's task, stopped on shutdown.
+    pub reconciler: tokio::task::JoinHandle<()>,
 }
 
 /// Opens storage, provisions orgs and credentials, and builds the router.
@@ -77,7 +79,7 @@ pub async fn prepare(
 ) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
     let (credentials, generated) = bootstrap(config, &store, secrets).await?;
-    sync_config_policy(config, &store).await?;
+    let config_changed = sync_config_policy(config, &store).await?;
     let clock: Arc<dyn domain::clock::Clock> = Arc::new(SystemClock);
     let directory: Arc<dyn domain::ports::Directory> = Arc::new(store.clone());
     let policy: Arc<dyn domain::ports::PolicyStore> = Arc::new(store.clone());
@@ -150,8 +152,8 @@ pub async fn prepare(
         vault,
         bus,
         Arc::new(store.clone()),
+        Arc::new(store.clone()),
         clock.clone(),
-        service::access::VendFence,
     )
     .with_asserted_groups(
         Arc::new(store.clone()),
@@ -160,7 +162,14 @@ pub async fn prepare(
             .iter()
             .filter_map(|(id, o)| o.sign_in.as_ref().map(|s| (id.clone(), s.groups_source)))
             .collect(),
-    );
+    )
+    .with_outbox(Arc::new(store.clone()));
+    resync_config_changes(&access, &config_changed).await;
+    let reconciler = service::access::Reconciler::new(access.clone(), Arc::new(store.clone()))
+        .spawn(
+            Duration::from_millis(config.reconciler.events_interval_ms),
+            Duration::from_secs(config.reconciler.sweep_interval_secs),
+        );
     let vend = service::vend::Vend::new(
         access.clone(),
         directory.clone(),
@@ -229,6 +238,7 @@ pub async fn prepare(
         generated,
         store,
         audit: audit_flush,
+        reconciler,
     })
 }
 
@@ -264,6 +274,7 @@ pub async fn serve(
 
 /// After serving: writes the audit records still folded, then closes the store.
 pub(crate) async fn finish(prepared: Prepared, grace: Duration) {
+    prepared.reconciler.abort();
     // Records still being folded are written before the store closes.
     if tokio::time::timeout(grace.max(Duration::from_secs(1)), prepared.audit.flush())
         .await
@@ -274,13 +285,46 @@ pub(crate) async fn finish(prepared: Prepared, grace: Duration) {
     prepared.store.close().await;
 }
 
-/// Replaces each org's config-declared connectors and grants (GitOps) with what config says.
-async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result<()> {
+/// Grants whose users may have lost access through a config change, per org.
+type ConfigChanges = Vec<(domain::OrgId, Vec<domain::connector::Grant>)>;
+
+/// Brings in line, before serving, the users a config change may have taken access from: the
+/// users of every grant, before the change, of a connector whose definition or grants changed.
+/// A failure (the vault is down) is logged; the reconciler's first sweep at start repairs it,
+/// and vends meanwhile are bounded by each connector's current definition.
+async fn resync_config_changes(access: &service::access::Access, changes: &ConfigChanges) {
+    for (org, grants) in changes {
+        let users = match access.users_of_grants(org, grants).await {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::warn!(org = %org, error = %e, "config change: affected users not found; the reconciler will repair");
+                continue;
+            }
+        };
+        for u in users {
+            if let Err(e) = access.sync_user(org, &u, "config.change", "config").await {
+                tracing::warn!(org = %org, user = %u, error = %e, "config change: access not brought in line; the reconciler will repair");
+            }
+        }
+    }
+}
+
+/// Replaces each org's config-declared connectors and grants (GitOps) with what config says,
+/// and returns, per org, the grants (as they were before) of connectors that changed.
+async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result<ConfigChanges> {
     use domain::connector::{ActionSet, Connector, Grant, GroupSelector};
     use domain::ports::PolicyStore;
     let now = domain::clock::Clock::now_ms(&SystemClock);
+    let mut changes = Vec::new();
     for (org_id, org) in &config.orgs {
         let org_ref = domain::OrgId::new(org_id);
+        let unreadable = |e: domain::StoreError| {
+            anyhow::anyhow!("orgs.{org_id}: cannot read connectors and grants: {e}")
+        };
+        let before = (
+            store.connectors(&org_ref).await.map_err(unreadable)?,
+            store.grants(&org_ref).await.map_err(unreadable)?,
+        );
         let connectors: Vec<Connector> = org
             .connectors
             .iter()
@@ -323,8 +367,28 @@ async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result
             .map_err(|e| {
                 anyhow::anyhow!("orgs.{org_id}: cannot store connectors and grants: {e}")
             })?;
+        let after = (
+            store.connectors(&org_ref).await.map_err(unreadable)?,
+            store.grants(&org_ref).await.map_err(unreadable)?,
+        );
+        let changed = |id: &str| {
+            let def = |list: &[Connector]| list.iter().find(|c| c.id == id).cloned();
+            let of = |list: &[Grant]| -> Vec<Grant> {
+                list.iter().filter(|g| g.connector == id).cloned().collect()
+            };
+            def(&before.0) != def(&after.0) || of(&before.1) != of(&after.1)
+        };
+        let affected: Vec<Grant> = before
+            .1
+            .iter()
+            .filter(|g| changed(&g.connector))
+            .cloned()
+            .collect();
+        if !affected.is_empty() {
+            changes.push((org_ref, affected));
+        }
     }
-    Ok(())
+    Ok(changes)
 }
 
 /// `auth-broker keys rotate`: re-seals vault records and signing keys under the active key.

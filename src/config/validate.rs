@@ -87,6 +87,18 @@ impl Config {
                 }
             }
         }
+        if self.reconciler.events_interval_ms < 100 {
+            out.push(problem(
+                "reconciler.events_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if self.reconciler.sweep_interval_secs == 0 {
+            out.push(problem(
+                "reconciler.sweep_interval_secs",
+                "must be at least 1",
+            ));
+        }
         if self.broker.token_ttl_secs < 60 {
             out.push(problem("broker.token_ttl_secs", "must be at least 60"));
         }

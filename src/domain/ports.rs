@@ -377,6 +377,13 @@ pub trait Identities: Send + Sync {
     ) -> Result<UserId, StoreError>;
     /// The groups the user's last sign-in asserted.
     async fn asserted_groups(&self, org: &OrgId, user: &UserId) -> Result<Vec<String>, StoreError>;
+    /// The users whose last sign-in asserted any of `names` (compared case-insensitively,
+    /// as grants name groups).
+    async fn users_asserting(
+        &self,
+        org: &OrgId,
+        names: &[String],
+    ) -> Result<Vec<UserId>, StoreError>;
     /// Replaces them; `true` when they changed.
     async fn set_asserted_groups(
         &self,

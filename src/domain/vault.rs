@@ -6,7 +6,9 @@
 //! - Every token write is a compare-and-set on the user's **epoch**; revocation bumps the
 //!   epoch and purges tokens atomically, so a mint that was in flight when the user was
 //!   deprovisioned can never store its token ("no resurrection").
-//! - A projection write never lowers the epoch.
+//! - Every projection write is a compare-and-set on the projection's **version**, which every
+//!   write moves: a writer whose read is no longer current changes nothing and must re-read
+//!   the system of record. A tie never replaces; the epoch never goes down.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +20,55 @@ use super::ids::{OrgId, UserId};
 /// What the vault knows about a user: enough to decide a vend without the database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Projection {
-    /// The user may use anything at all.
+    /// The user is active in the directory.
     pub active: bool,
-    /// Bumped by every revocation; token writes must present the current value.
+    /// An admin lock holds: no vend until it is lifted, whatever the directory says.
+    pub locked: bool,
+    /// Bumped by every revocation; token writes must present the current value, and every
+    /// token carries the epoch it was issued under.
     pub epoch: u64,
+    /// Moved by every projection write: the compare-and-set token of projection writers.
+    pub version: u64,
     /// Entitled connectors and their scopes.
     pub connectors: BTreeMap<String, Vec<String>>,
+}
+
+impl Projection {
+    /// The same access (active, locked, connectors and scopes), whatever the counters say.
+    pub fn same_access(&self, other: &Projection) -> bool {
+        self.active == other.active
+            && self.locked == other.locked
+            && self.connectors == other.connectors
+    }
+}
+
+/// A projection write: what the writer read, and what it derived from the system of record.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectionWrite<'a> {
+    /// The version the writer read (`None`: it read no projection). The write happens only
+    /// if that is still what is stored.
+    pub expected: Option<u64>,
+    /// The new state (its `epoch` is used only when none is stored: where a new projection
+    /// starts; its `version` is ignored).
+    pub projection: &'a Projection,
+    /// Revoke: move the epoch by one and purge every token of the user, in the same step.
+    pub revoke: bool,
+}
+
+/// What a projection write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Stored: the epoch and version now in force, and the token fields purged.
+    Stored {
+        /// The epoch in force.
+        epoch: u64,
+        /// The version in force.
+        version: u64,
+        /// Token fields purged by a revocation.
+        purged: Vec<String>,
+    },
+    /// The stored version is not the one the writer read: nothing was written.
+    Moved,
 }
 
 /// The result of a vend read: the projection (if cached) and the sealed token (if any).
@@ -67,13 +112,14 @@ pub trait Vault: Send + Sync {
         user: &UserId,
         connector: &str,
     ) -> Result<VaultRead, VaultError>;
-    /// Stores the projection unless the stored one has a higher epoch. Returns the epoch in force.
-    async fn put_projection(
+    /// Writes a projection iff the stored version is still the one the writer read (see
+    /// [`ProjectionWrite`]), revoking in the same atomic step when asked.
+    async fn write_projection(
         &self,
         org: &OrgId,
         user: &UserId,
-        p: &Projection,
-    ) -> Result<u64, VaultError>;
+        w: ProjectionWrite<'_>,
+    ) -> Result<Written, VaultError>;
     /// Stores a sealed token iff the user's current epoch equals `epoch`.
     async fn store_token(
         &self,
@@ -83,16 +129,15 @@ pub trait Vault: Send + Sync {
         epoch: u64,
         sealed: &[u8],
     ) -> Result<CasOutcome, VaultError>;
-    /// Atomically bumps the epoch, applies `projection` (with the new epoch) and deletes the
-    /// sealed tokens of `connectors` (all of the user's tokens when `None`). Returns the new
-    /// epoch and the connectors whose tokens were deleted.
-    async fn revoke(
+    /// Deletes one token field iff it still holds exactly `sealed` (one token's revocation:
+    /// a newer token stored meanwhile stays). `true` when it was deleted.
+    async fn discard_token(
         &self,
         org: &OrgId,
         user: &UserId,
-        projection: &Projection,
-        connectors: Option<&[String]>,
-    ) -> Result<(u64, Vec<String>), VaultError>;
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<bool, VaultError>;
     /// Every connector the user has a stored token for (admin views, re-sealing).
     async fn token_connectors(&self, org: &OrgId, user: &UserId)
     -> Result<Vec<String>, VaultError>;
@@ -102,7 +147,7 @@ pub trait Vault: Send + Sync {
 /// replica relays to its gateways' event streams.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusEvent {
-    /// `token.revoked`, `user.deactivated` or `entitlements.changed`.
+    /// `token.revoked`, `user.deactivated`, `user.locked` or `entitlements.changed`.
     pub kind: String,
     /// The tenant.
     pub org: String,
@@ -110,6 +155,10 @@ pub struct BusEvent {
     pub user_id: Option<String>,
     /// The connectors concerned (empty = all).
     pub connectors: Vec<String>,
+    /// The user's epoch after the change: a gateway drops every token of the user issued
+    /// under a lower one, including responses that arrive later.
+    #[serde(default)]
+    pub epoch: u64,
     /// When it happened (Unix milliseconds).
     pub at_ms: i64,
 }
@@ -143,4 +192,7 @@ pub trait Ephemeral: Send + Sync {
     async fn remove(&self, key: &str) -> Result<(), VaultError>;
     /// Creates `key` for `ttl` if it does not exist; `false` when it already did (replay).
     async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, VaultError>;
+    /// Adds one to the counter at `key` (created at 0 with `ttl`, which later additions do
+    /// not extend) and returns its new value.
+    async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError>;
 }

@@ -1,5 +1,5 @@
-//! `/admin/v1`: connectors, grants, gateway keys, users (view, kill switch, offboarding
-//! receipts) and the audit log. Bearer admin key of the org.
+//! `/admin/v1`: connectors, grants, gateway keys, users (view, kill switch, locks,
+//! offboarding receipts) and the audit log. Bearer admin key of the org.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -42,6 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/orgs/{org}/gateways", post(create_gateway))
         .route("/admin/v1/orgs/{org}/users/{id}", get(get_user))
         .route("/admin/v1/orgs/{org}/users/{id}/revoke", post(revoke_user))
+        .route(
+            "/admin/v1/orgs/{org}/users/{id}/lock",
+            post(lock_user).delete(unlock_user),
+        )
         .route(
             "/admin/v1/orgs/{org}/users/{id}/offboarding",
             get(offboarding),
@@ -365,6 +369,45 @@ async fn revoke_user(
     Ok(Json(
         admin(&s)
             .kill(&org, &actor, &UserId::new(id))
+            .await
+            .map_err(problem)?,
+    )
+    .into_response())
+}
+
+/// `POST …/users/{id}/lock` `{"reason":"…"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockBody {
+    reason: String,
+}
+
+async fn lock_user(
+    State(s): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> R {
+    let (org, actor) = authenticate(&s, &org, &h).await?;
+    let input: LockBody = body(b)?;
+    Ok(Json(
+        admin(&s)
+            .lock(&org, &actor, &UserId::new(id), &input.reason)
+            .await
+            .map_err(problem)?,
+    )
+    .into_response())
+}
+
+async fn unlock_user(
+    State(s): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> R {
+    let (org, actor) = authenticate(&s, &org, &h).await?;
+    Ok(Json(
+        admin(&s)
+            .unlock(&org, &actor, &UserId::new(id))
             .await
             .map_err(problem)?,
     )

@@ -19,7 +19,6 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::error::Problem;
-use super::fenced_body::FencedBody;
 use crate::domain::OrgId;
 use crate::domain::connector::Category;
 use crate::domain::policy;
@@ -171,9 +170,10 @@ fn unaudited() -> Problem {
 
 fn vend_problem(e: &VendError) -> Problem {
     let status = match e {
-        VendError::UserInactive | VendError::NotEntitled | VendError::ScopeNotEntitled(_) => {
-            StatusCode::FORBIDDEN
-        }
+        VendError::UserInactive
+        | VendError::UserLocked
+        | VendError::NotEntitled
+        | VendError::ScopeNotEntitled(_) => StatusCode::FORBIDDEN,
         VendError::UnknownUser | VendError::UnknownConnector => StatusCode::NOT_FOUND,
         VendError::ConsentRequired(_) => StatusCode::CONFLICT,
         VendError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -189,11 +189,8 @@ fn vend_problem(e: &VendError) -> Problem {
     Problem::new(status, e.code(), e.to_string())
 }
 
-async fn token(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn token(State(s): State<AppState>, req: axum::extract::Request) -> Response {
+    let headers = req.headers().clone();
     // The request span the shared stack would open (DEBUG: free unless that level is on).
     let span = tracing::debug_span!(
         "request",
@@ -205,7 +202,7 @@ async fn token(
             .unwrap_or_default(),
     );
     let started = Instant::now();
-    let result = vend(&s, &headers, body).instrument(span.clone()).await;
+    let result = vend(&s, req).instrument(span.clone()).await;
     let code = match &result {
         Ok(_) => "ok",
         Err((_, code)) => code,
@@ -225,10 +222,12 @@ async fn token(
 
 async fn vend(
     s: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Result<Response, (Problem, &'static str)> {
-    let gw = authenticate(s, headers).map_err(|p| (p, "unauthenticated"))?;
+    // The key is checked before a byte of the body is read: an unauthenticated caller cannot
+    // make the broker buffer anything.
+    let gw = authenticate(s, req.headers()).map_err(|p| (p, "unauthenticated"))?;
+    let body = <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, s).await;
     let body: TokenBody = json_body(body).map_err(|p| {
         let code = p.code;
         (p, code)
@@ -250,25 +249,12 @@ async fn vend(
                 &s.metrics.mints
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if v.rechecks > 0 {
-                s.metrics
-                    .fence_rechecks
-                    .fetch_add(u64::from(v.rechecks), std::sync::atomic::Ordering::Relaxed);
-            }
             // An unaudited token is never served.
-            let Some(withheld) = s.audit_served(req, &v) else {
+            if !s.audit_served(req, &v) {
                 return Err((unaudited(), "unavailable"));
-            };
-            // Written only while the vend fence allows, or after the epoch was read unchanged
-            // again; withheld (connection dropped, and audited so) otherwise.
-            let body = FencedBody::new(
-                v.served.body(),
-                v.answer_by,
-                Some(v.reconfirm),
-                s.metrics.fence.clone(),
-            )
-            .audited(withheld);
-            let mut resp = axum::body::Body::new(body).into_response();
+            }
+            let body = v.served.body();
+            let mut resp = axum::body::Body::from(body).into_response();
             let headers = resp.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
@@ -430,7 +416,9 @@ fn event_stream(
         loop {
             match rx.recv().await {
                 Ok(ev) if orgs.contains(&ev.org) => {
-                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    let mut data = serde_json::to_value(&ev).unwrap_or_default();
+                    data["at"] = json!(crate::domain::clock::rfc3339(ev.at_ms));
+                    let data = data.to_string();
                     let event = Event::default().event(ev.kind.clone()).data(data);
                     return Some((Ok(event), (rx, orgs)));
                 }

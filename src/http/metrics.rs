@@ -12,16 +12,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
-use super::fenced_body::FenceCounters;
 
 /// Vend outcome codes, in export order.
-const CODES: [&str; 13] = [
+const CODES: [&str; 14] = [
     "ok",
     "unauthenticated",
     "malformed_request",
     "payload_too_large",
     "org_forbidden",
     "user_inactive",
+    "user_locked",
     "not_entitled",
     "scope_not_entitled",
     "unknown_user",
@@ -170,10 +170,17 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     /// Tokens minted.
     pub mints: AtomicU64,
-    /// Token responses that missed the vend fence's deadline: withheld, or reconfirmed.
-    pub fence: Arc<FenceCounters>,
-    /// Extra epoch reads by vends that were slower than the fence allows.
-    pub fence_rechecks: AtomicU64,
+}
+
+/// What the access service counted, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessCounts {
+    /// Revocations (epoch moves) by this replica.
+    pub revocations: u64,
+    /// Projections the reconciler repaired.
+    pub repairs: u64,
+    /// Projection writes that found the projection moved and started over.
+    pub write_retries: u64,
 }
 
 impl Metrics {
@@ -186,7 +193,7 @@ impl Metrics {
     }
 
     /// Renders the Prometheus exposition text.
-    pub fn render(&self, audit_backlog: i64, revocations: u64) -> String {
+    pub fn render(&self, audit_backlog: i64, access: AccessCounts) -> String {
         let mut out = String::with_capacity(2048);
         out.push_str("# HELP auth_broker_vend_total Token vends by outcome code.\n# TYPE auth_broker_vend_total counter\n");
         for (i, c) in CODES.iter().enumerate() {
@@ -205,21 +212,6 @@ impl Metrics {
                 &self.cache_hits,
             ),
             ("auth_broker_mints_total", "Tokens minted.", &self.mints),
-            (
-                "auth_broker_vend_withheld_total",
-                "Token responses withheld: not written within the vend fence.",
-                &self.fence.late,
-            ),
-            (
-                "auth_broker_vend_late_reconfirms_total",
-                "Token responses late for the vend fence that read the epoch again before leaving.",
-                &self.fence.reconfirmed,
-            ),
-            (
-                "auth_broker_vend_fence_rechecks_total",
-                "Extra epoch reads by vends slower than the vend fence allows.",
-                &self.fence_rechecks,
-            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -227,10 +219,27 @@ impl Metrics {
             ));
         }
         self.routes.render(&mut out);
-        out.push_str(&format!(
-            "# HELP auth_broker_revocations_total Revocations (epoch bumps) by this replica.\n\
-             # TYPE auth_broker_revocations_total counter\nauth_broker_revocations_total {revocations}\n"
-        ));
+        for (name, help, v) in [
+            (
+                "auth_broker_revocations_total",
+                "Revocations (epoch bumps) by this replica.",
+                access.revocations,
+            ),
+            (
+                "auth_broker_reconciler_repairs_total",
+                "Projections the reconciler found out of line with the system of record and repaired.",
+                access.repairs,
+            ),
+            (
+                "auth_broker_projection_write_retries_total",
+                "Projection writes that found the projection moved and started over from a fresh read.",
+                access.write_retries,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
         out.push_str(&format!(
             "# HELP auth_broker_audit_backlog Audit records queued, not yet written.\n# TYPE auth_broker_audit_backlog gauge\nauth_broker_audit_backlog {audit_backlog}\n"
         ));
@@ -247,6 +256,13 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let m: &Arc<Metrics> = &s.metrics;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(s.audit.depth(), s.access.revocations()),
+        m.render(
+            s.audit.depth(),
+            AccessCounts {
+                revocations: s.access.revocations(),
+                repairs: s.access.repairs(),
+                write_retries: s.access.write_retries(),
+            },
+        ),
     )
 }

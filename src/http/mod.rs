@@ -4,7 +4,6 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
-pub mod fenced_body;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
@@ -108,28 +107,22 @@ impl AppInner {
             .is_ok()
     }
 
-    /// Queues the `ok` record of a served vend (never the token) and gives the `withheld`
-    /// record its response leaves if the vend fence withholds it. `None` when the backlog is
+    /// Queues the `ok` record of a served vend (never the token). `false` when the backlog is
     /// full: the token is then not served.
-    pub fn audit_served(
-        &self,
-        req: VendRequest,
-        v: &crate::service::vend::Vended,
-    ) -> Option<crate::service::audit_sink::WithheldAudit> {
-        use crate::service::audit_sink::{VendAudit, VendSubject, WithheldAudit};
-        let ok = VendAudit {
-            org: req.org,
-            at_ms: self.clock.now_ms(),
-            gateway: req.gateway,
-            outcome: "ok",
-            subject: VendSubject::Served {
-                token: v.served.clone(),
-                cached: v.cached,
-            },
-        };
-        let withheld = WithheldAudit::new(self.audit.clone(), self.clock.clone(), ok.clone());
-        self.audit.record(ok).ok()?;
-        Some(withheld)
+    pub fn audit_served(&self, req: VendRequest, v: &crate::service::vend::Vended) -> bool {
+        use crate::service::audit_sink::{VendAudit, VendSubject};
+        self.audit
+            .record(VendAudit {
+                org: req.org,
+                at_ms: self.clock.now_ms(),
+                gateway: req.gateway,
+                outcome: "ok",
+                subject: VendSubject::Served {
+                    token: v.served.clone(),
+                    cached: v.cached,
+                },
+            })
+            .is_ok()
     }
 
     /// Queues the audit record of a tool decision; false when it cannot be queued (the
@@ -170,15 +163,22 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application router with its middleware.
 ///
-/// `POST /internal/v1/token` is the hot path and gets a lean stack: a body limit and request
-/// ids only. Its latency and outcomes are measured by the vend histogram and counters rather
-/// than the per-route middleware, it logs its own line at DEBUG (errors at WARN), and it needs
-/// no request timeout because every vault call on it is bounded by the vault's own timeout.
-/// Everything else shares the full stack: access log, per-route metrics, request timeout.
+/// `POST /internal/v1/token` is the hot path and gets a lean stack: a body limit, the request
+/// timeout and request ids. Its latency and outcomes are measured by the vend histogram and
+/// counters rather than the per-route middleware, and it logs its own line at DEBUG (errors
+/// at WARN). Everything else shares the full stack: access log, per-route metrics, request
+/// timeout. Every route is under the timeout.
 pub fn app(state: AppState, limits: HttpLimits) -> Router {
+    let timeout = || {
+        TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        )
+    };
     let hot = Router::new()
         .merge(gateway::token_router())
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes));
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(timeout());
     // The rest of the gateway surface logs per request at DEBUG too (errors still WARN), so a
     // burst of gateway calls does not turn into a burst of log writes.
     let gateway = gateway::router().layer(trace(Level::DEBUG, Level::DEBUG, hot_span));
@@ -198,10 +198,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            limits.request_timeout,
-        ));
+        .layer(timeout());
     Router::new()
         .merge(hot)
         .merge(rest)

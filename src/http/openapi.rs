@@ -107,7 +107,21 @@ pub const ROUTES: &[(&str, &str, &str, &str, &[&str])] = &[
     (
         "post",
         "/admin/v1/orgs/{org}/users/{id}/revoke",
-        "Kill switch: revoke every token now",
+        "Kill switch: purge every token now (the user may vend again unless locked)",
+        "200",
+        &[],
+    ),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/users/{id}/lock",
+        "Lock: purge every token and refuse every vend (403 user_locked) until unlocked; body {\"reason\"}",
+        "200",
+        &[],
+    ),
+    (
+        "delete",
+        "/admin/v1/orgs/{org}/users/{id}/lock",
+        "Lift a lock (404 when none holds)",
         "200",
         &[],
     ),
@@ -148,7 +162,7 @@ pub async fn document() -> Json<Value> {
             "responses": {
                 "400": problem_response("Malformed request"),
                 "401": problem_response("Missing or invalid key"),
-                "403": problem_response("Forbidden (org_forbidden, user_inactive, not_entitled, scope_not_entitled)"),
+                "403": problem_response("Forbidden (org_forbidden, user_inactive, user_locked, not_entitled, scope_not_entitled)"),
                 "404": problem_response("Unknown user, connector or resource"),
                 "413": problem_response("Body over 1 MiB"),
                 "503": problem_response("Unavailable (fail closed)"),

@@ -3,6 +3,9 @@
 /// Why a sign-in failed; each has a status and a stable code for the error page.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SignInError {
+    /// The org has more sign-ins pending than `server.max_pending_logins` allows.
+    #[error("too many sign-ins are pending for this org; retry later")]
+    TooManyLogins,
     /// The org has no sign-in configured.
     #[error("this org has no sign-in configured")]
     UnknownOrg,
@@ -61,6 +64,7 @@ impl SignInError {
             SignInError::Config(_) => 500,
             SignInError::Provider(_) => 502,
             SignInError::Unavailable(_) => 503,
+            SignInError::TooManyLogins => 429,
             SignInError::InvalidIdToken(_)
             | SignInError::UnknownKey
             | SignInError::TokenExchange(_)
@@ -87,6 +91,7 @@ impl SignInError {
             SignInError::UserInactive => "user_inactive",
             SignInError::GroupsOverage => "groups_overage",
             SignInError::Unavailable(_) => "unavailable",
+            SignInError::TooManyLogins => "too_many_logins",
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct SignIn {
     audit: AuditSink,
     clock: Arc<dyn Clock>,
     public_url: String,
+    /// Sign-ins an org may have started within one login lifetime (`LOGIN_TTL`).
+    max_pending_logins: u64,
 }
 
 /// What the sign-in service is built from.
@@ -146,6 +148,7 @@ impl SignIn {
             audit: parts.audit,
             clock: parts.clock,
             public_url: parts.public_url,
+            max_pending_logins: config.server.max_pending_logins,
         })
     }
 
@@ -171,6 +174,7 @@ impl SignIn {
     /// Starts a login: stores the state and returns where to send the browser.
     pub async fn begin(&self, org: &str, return_to: Option<&str>) -> Result<Begun, SignInError> {
         let o = self.org(org)?;
+        self.admit_login(org).await?;
         let return_to = safe_return_to(org, return_to);
         let binding = random_token();
         if let Some(saml) = &o.saml {
@@ -211,6 +215,20 @@ impl SignIn {
             binding,
             saml: false,
         })
+    }
+
+    /// Counts a sign-in started for `org` (anonymous: anyone may start one) and refuses it
+    /// beyond `server.max_pending_logins` within the current login lifetime, so that nobody
+    /// can fill the ephemeral store with pending state.
+    async fn admit_login(&self, org: &str) -> Result<(), SignInError> {
+        let window = self.clock.now_ms() / LOGIN_TTL.as_millis() as i64;
+        let key = format!("ab:logins:{}:{window}", hex_hash(org));
+        let started = self.eph.count(&key, LOGIN_TTL * 2).await?;
+        if started > self.max_pending_logins {
+            tracing::warn!(org, "sign-in refused: too many pending sign-ins");
+            return Err(SignInError::TooManyLogins);
+        }
+        Ok(())
     }
 
     async fn put_state<T: Serialize>(

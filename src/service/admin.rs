@@ -52,6 +52,7 @@ impl From<AccessError> for AdminError {
         match e {
             AccessError::Store(s) => s.into(),
             AccessError::Vault(v) => AdminError::Unavailable(v.to_string()),
+            AccessError::Contended => AdminError::Unavailable(e.to_string()),
         }
     }
 }
@@ -421,25 +422,82 @@ impl Admin {
         Ok((id, key.expose_secret().to_string()))
     }
 
-    /// A user with entitlements (and reasons), held tokens and revocation receipts.
+    /// A user with entitlements (and reasons), held tokens, the lock if one holds, and the
+    /// epoch in force.
     pub async fn user_view(&self, org: &OrgId, user: &UserId) -> Result<Value, AdminError> {
         let Some((u, ent, _)) = self.access.entitlements(org, user).await? else {
             return Err(AdminError::NotFound(format!("no user {user}")));
         };
         let held = self.access.held(org, user).await?;
+        let lock = self.access.lock_of(org, user).await?;
+        let epoch = self
+            .access
+            .vault()
+            .read(org, user, "_")
+            .await
+            .map_err(AccessError::from)?
+            .projection
+            .map(|p| p.epoch);
         Ok(json!({
             "id": u.id.as_str(),
             "user_name": u.user_name,
             "active": u.active,
+            "locked": lock.is_some(),
+            "lock": lock.map(|l| json!({
+                "reason": l.reason,
+                "actor": l.actor,
+                "at": crate::domain::clock::rfc3339(l.at_ms),
+            })),
+            "epoch": epoch,
             "entitlements": ent,
             "live_tokens": held,
         }))
     }
 
-    /// The kill switch.
+    /// The kill switch (`…/revoke`): purge now; the user may vend again unless locked.
     pub async fn kill(&self, org: &OrgId, actor: &str, user: &UserId) -> Result<Value, AdminError> {
         let out = self.access.kill(org, user, actor).await?;
         Ok(json!({"user_id": user.as_str(), "epoch": out.epoch, "revoked": out.revoked}))
+    }
+
+    /// Locks a user: purge now and refuse every vend until the lock is lifted.
+    pub async fn lock(
+        &self,
+        org: &OrgId,
+        actor: &str,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<Value, AdminError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > 500 {
+            return Err(AdminError::Invalid(
+                "reason must be 1-500 characters".into(),
+            ));
+        }
+        let out = self.access.lock(org, user, reason, actor).await?;
+        Ok(json!({
+            "user_id": user.as_str(),
+            "locked": true,
+            "reason": reason,
+            "epoch": out.epoch,
+            "revoked": out.revoked,
+        }))
+    }
+
+    /// Lifts a user's lock; 404 when the user is unknown or not locked.
+    pub async fn unlock(
+        &self,
+        org: &OrgId,
+        actor: &str,
+        user: &UserId,
+    ) -> Result<Value, AdminError> {
+        if self.dir.get_user(org, user).await?.is_none() {
+            return Err(AdminError::NotFound(format!("no user {user}")));
+        }
+        match self.access.unlock(org, user, actor).await? {
+            Some(out) => Ok(json!({"user_id": user.as_str(), "locked": false, "epoch": out.epoch})),
+            None => Err(AdminError::NotFound(format!("user {user} is not locked"))),
+        }
     }
 
     /// Revocation receipts of a user.

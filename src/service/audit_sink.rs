@@ -22,7 +22,6 @@ use tokio::time::Instant;
 use crate::service::vend::Served;
 
 use crate::domain::audit::AuditEntry;
-use crate::domain::clock::Clock;
 use crate::domain::ports::AuditWriter;
 
 /// Most records waiting to be written before vends are refused (a few MiB at most: the hot
@@ -383,53 +382,6 @@ impl AuditSink {
     }
 }
 
-/// Outcome of a vend whose token response the vend fence withheld (`http::fenced_body`).
-pub const WITHHELD: &str = "withheld";
-
-/// The record a token response leaves when the vend fence withholds it. The vend's `ok`
-/// record is queued before its response is written (nothing unaudited is served); this one
-/// follows it, so the audit does not show as delivered a token the gateway never received.
-pub struct WithheldAudit {
-    sink: AuditSink,
-    clock: Arc<dyn Clock>,
-    record: VendAudit,
-}
-
-impl std::fmt::Debug for WithheldAudit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WithheldAudit")
-            .field("record", &self.record)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WithheldAudit {
-    /// The `withheld` counterpart of `served`, the vend's `ok` record, to be queued on `sink`
-    /// stamped by `clock`.
-    pub fn new(sink: AuditSink, clock: Arc<dyn Clock>, served: VendAudit) -> Self {
-        Self {
-            sink,
-            clock,
-            record: VendAudit {
-                outcome: WITHHELD,
-                ..served
-            },
-        }
-    }
-
-    /// Queues the record, stamped with the time it is withheld. A full backlog is logged:
-    /// the token was not delivered either way, so there is nothing left to refuse.
-    pub fn record(self) {
-        let record = VendAudit {
-            at_ms: self.clock.now_ms(),
-            ..self.record
-        };
-        if self.sink.record(record).is_err() {
-            tracing::error!("audit backlog full: a withheld token response is not recorded");
-        }
-    }
-}
-
 impl From<AuditEntry> for Pending {
     fn from(e: AuditEntry) -> Self {
         Pending::Entry(e)
@@ -469,6 +421,7 @@ mod tests {
                     },
                     "github",
                     user,
+                    1,
                 )),
                 cached: true,
             },
@@ -640,32 +593,5 @@ mod tests {
         assert_eq!(written.len(), 2, "{written:#?}");
         assert_eq!(written[1].resource_id, "bob");
         assert_eq!(sink.depth(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_withheld_response_leaves_a_record_after_its_vend() {
-        let out = Arc::new(Collect::default());
-        let (sink, _task) = AuditSink::start(out.clone());
-        let Pending::Vend(ok) = vend("ann", 1_000, Some("j1"), "ok") else {
-            unreachable!()
-        };
-        let clock = Arc::new(crate::domain::clock::SystemClock);
-        let withheld = WithheldAudit::new(sink.clone(), clock, ok.clone());
-        sink.record(ok).unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        withheld.record();
-        sink.flush().await;
-        let written = out.written();
-        assert_eq!(written.len(), 2, "{written:#?}");
-        let (first, second) = (&written[0].summary, &written[1].summary);
-        assert_eq!(first["outcome"], "ok");
-        assert_eq!(second["outcome"], WITHHELD);
-        assert_eq!(second["token_id"], first["token_id"]);
-        assert_eq!(second["user_id"], "ann");
-        assert!(
-            written[1].at_ms >= 1_005,
-            "stamped when withheld, not when vended: {}",
-            written[1].at_ms
-        );
     }
 }

@@ -99,4 +99,35 @@ impl Identities for SqlStore {
         .map_err(map_err)?;
         Ok(true)
     }
+
+    async fn users_asserting(
+        &self,
+        org: &OrgId,
+        names: &[String],
+    ) -> Result<Vec<UserId>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<String> =
+            names.iter().map(|n| n.to_lowercase()).collect();
+        // Groups are kept as one JSON list per user (portable across both dialects), so the
+        // match is made here; this runs on admin changes, not on the vend path.
+        let rows = sqlx::query("SELECT user_id, groups FROM asserted_groups WHERE org_id = $1")
+            .bind(org.as_str())
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_err)?;
+        let mut users = Vec::new();
+        for r in rows {
+            let text: String = r.try_get("groups").map_err(map_err)?;
+            let groups: Vec<String> =
+                serde_json::from_str(&text).map_err(|e| StoreError::Internal(e.to_string()))?;
+            if groups.iter().any(|g| wanted.contains(&g.to_lowercase())) {
+                users.push(UserId::new(
+                    r.try_get::<String, _>("user_id").map_err(map_err)?,
+                ));
+            }
+        }
+        Ok(users)
+    }
 }

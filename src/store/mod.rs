@@ -9,6 +9,7 @@ mod directory;
 mod error;
 mod groups;
 mod identities;
+mod locks;
 mod migrate;
 mod policy;
 mod receipts;

@@ -7,10 +7,11 @@
 //!   (they would make the Redis key ambiguous or split it across Cluster slots): `Internal`;
 //! - epochs are kept within `0..=i64::MAX`, the range Redis integers can hold: `Internal`;
 //! - `store_token` stores iff a projection exists and its epoch equals the given one;
-//! - `put_projection` keeps whichever projection has the higher epoch, entirely; on a tie
-//!   the given one replaces the stored one (same epoch, newer content);
-//! - `revoke` sets the epoch to `max(stored, given) + 1`, writes the given projection with
-//!   that epoch (creating it if none existed) and purges tokens, all in one step.
+//! - `write_projection` writes iff the stored version is the one the writer read (`None`: no
+//!   projection stored), and then moves the version by one (a new projection starts at
+//!   version 1 and at the given epoch). A revoking write also moves the epoch by one and
+//!   purges every token of the user, in the same step. Nothing else ever changes the epoch;
+//! - `discard_token` deletes a token field iff it still holds exactly the given bytes.
 //!
 //! Every operation holds the lock for a few map operations and never across an await.
 
@@ -22,7 +23,8 @@ use tokio::sync::broadcast;
 
 use crate::domain::ids::{OrgId, UserId};
 use crate::domain::vault::{
-    BusEvent, CasOutcome, EventBus, Projection, Vault, VaultError, VaultRead,
+    BusEvent, CasOutcome, EventBus, Projection, ProjectionWrite, Vault, VaultError, VaultRead,
+    Written,
 };
 
 /// The largest epoch a vault accepts (Redis keeps epochs as signed 64-bit integers).
@@ -132,23 +134,45 @@ impl Vault for MemoryVault {
         })
     }
 
-    async fn put_projection(
+    async fn write_projection(
         &self,
         org: &OrgId,
         user: &UserId,
-        p: &Projection,
-    ) -> Result<u64, VaultError> {
+        w: ProjectionWrite<'_>,
+    ) -> Result<Written, VaultError> {
         check_ids(org, user)?;
-        check_epoch(p.epoch)?;
+        check_epoch(w.projection.epoch)?;
         let mut guard = self.write_guard();
         let entry = entry_mut(&mut guard, org, user);
-        match &entry.projection {
-            Some(stored) if stored.epoch > p.epoch => Ok(stored.epoch),
-            _ => {
-                entry.projection = Some(p.clone());
-                Ok(p.epoch)
-            }
-        }
+        let (epoch, version) = match (&entry.projection, w.expected) {
+            (Some(stored), Some(read)) if stored.version == read => (stored.epoch, read),
+            (None, None) => (w.projection.epoch, 0),
+            _ => return Ok(Written::Moved),
+        };
+        let epoch = if w.revoke {
+            epoch
+                .checked_add(1)
+                .filter(|e| *e <= MAX_EPOCH)
+                .ok_or_else(|| VaultError::Internal("epoch overflow".into()))?
+        } else {
+            epoch
+        };
+        let purged = if w.revoke {
+            std::mem::take(&mut entry.tokens).into_keys().collect()
+        } else {
+            Vec::new()
+        };
+        let version = version + 1;
+        entry.projection = Some(Projection {
+            epoch,
+            version,
+            ..w.projection.clone()
+        });
+        Ok(Written::Stored {
+            epoch,
+            version,
+            purged,
+        })
     }
 
     async fn store_token(
@@ -176,36 +200,26 @@ impl Vault for MemoryVault {
         }
     }
 
-    async fn revoke(
+    async fn discard_token(
         &self,
         org: &OrgId,
         user: &UserId,
-        projection: &Projection,
-        connectors: Option<&[String]>,
-    ) -> Result<(u64, Vec<String>), VaultError> {
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<bool, VaultError> {
         check_ids(org, user)?;
-        check_epoch(projection.epoch)?;
         let mut guard = self.write_guard();
-        let entry = entry_mut(&mut guard, org, user);
-        let stored = entry.projection.as_ref().map_or(0, |p| p.epoch);
-        let new_epoch = stored
-            .max(projection.epoch)
-            .checked_add(1)
-            .filter(|e| *e <= MAX_EPOCH)
-            .ok_or_else(|| VaultError::Internal("epoch overflow".into()))?;
-        let deleted: Vec<String> = match connectors {
-            None => std::mem::take(&mut entry.tokens).into_keys().collect(),
-            Some(list) => list
-                .iter()
-                .filter(|c| entry.tokens.remove(c.as_str()).is_some())
-                .cloned()
-                .collect(),
+        let Some(entry) = guard
+            .get_mut(org.as_str())
+            .and_then(|users| users.get_mut(user.as_str()))
+        else {
+            return Ok(false);
         };
-        entry.projection = Some(Projection {
-            epoch: new_epoch,
-            ..projection.clone()
-        });
-        Ok((new_epoch, deleted))
+        if entry.tokens.get(field).map(Vec::as_slice) != Some(sealed) {
+            return Ok(false);
+        }
+        entry.tokens.remove(field);
+        Ok(true)
     }
 
     async fn token_connectors(
@@ -324,5 +338,23 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
         }
         map.insert(key.to_string(), (now + ttl, Vec::new()));
         Ok(true)
+    }
+
+    async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError> {
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        map.retain(|_, (until, _)| *until > now);
+        let (_, value) = map
+            .entry(key.to_string())
+            .or_insert_with(|| (now + ttl, 0u64.to_be_bytes().to_vec()));
+        let n = <[u8; 8]>::try_from(value.as_slice())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+            + 1;
+        *value = n.to_be_bytes().to_vec();
+        Ok(n)
     }
 }

@@ -10,12 +10,14 @@
 //!
 //! Key layout: one hash per user, `ab:{<org>/<user>}` (the braces put all of a user's fields
 //! in one Cluster hash slot, so scripts touching them stay atomic). Fields:
-//! - `_s`: the projection's state as JSON (`active`, `connectors`);
+//! - `_s`: the projection's state as JSON (`active`, `locked`, `connectors`);
 //! - `_e`: the projection's epoch as a Redis integer, kept apart from `_s` so that the Lua
 //!   scripts compare and bump it exactly (Lua numbers are doubles);
+//! - `_v`: the projection's version, moved by every projection write (the writers'
+//!   compare-and-set token; absent on projections written before versions: read as 0);
 //! - `t:<connector>`: a sealed token.
 //!
-//! A vend is one round trip (`HMGET key _s _e t:<connector>`); every write is a Lua script
+//! A vend is one round trip (`HMGET key _s _e _v t:<connector>`); every write is a Lua script
 //! (EVALSHA, reloaded on NOSCRIPT) that checks the epoch where the data lives. Keys carry no
 //! TTL on purpose: a projection that silently expired would turn into a rebuild storm at best
 //! and, with tokens left behind, would lose the epoch that keeps a revoked user revoked.
@@ -44,7 +46,9 @@ use serde::{Deserialize, Serialize};
 
 use super::vault_memory::{check_epoch, check_ids};
 use crate::domain::ids::{OrgId, UserId};
-use crate::domain::vault::{CasOutcome, Projection, Vault, VaultError, VaultRead};
+use crate::domain::vault::{
+    CasOutcome, Projection, ProjectionWrite, Vault, VaultError, VaultRead, Written,
+};
 
 pub use bus::RedisBus;
 pub(crate) use conn::{
@@ -52,10 +56,11 @@ pub(crate) use conn::{
     tcp_settings,
 };
 
-/// The `_s` field: the projection without its epoch (that is `_e`).
+/// The `_s` field: the projection without its counters (those are `_e` and `_v`).
 #[derive(Serialize)]
 struct StateRef<'a> {
     active: bool,
+    locked: bool,
     connectors: &'a BTreeMap<String, Vec<String>>,
 }
 
@@ -63,12 +68,15 @@ struct StateRef<'a> {
 #[derive(Deserialize)]
 struct State {
     active: bool,
+    #[serde(default)]
+    locked: bool,
     connectors: BTreeMap<String, Vec<String>>,
 }
 
 fn state_json(p: &Projection) -> Result<Vec<u8>, VaultError> {
     serde_json::to_vec(&StateRef {
         active: p.active,
+        locked: p.locked,
         connectors: &p.connectors,
     })
     .map_err(|e| VaultError::Internal(format!("encode projection: {e}")))
@@ -243,8 +251,10 @@ impl Vault for RedisVault {
         cmd.arg(&key)
             .arg("_s")
             .arg("_e")
+            .arg("_v")
             .arg(token_field(connector));
-        let (state, epoch, sealed): (Option<Vec<u8>>, Option<u64>, Option<Vec<u8>>) =
+        type Fields = (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<Vec<u8>>);
+        let (state, epoch, version, sealed): Fields =
             self.here().query(&cmd, self.op_timeout, "read").await?;
         // Both halves are always written together; if either is missing the projection counts
         // as absent and is rebuilt from the system of record (put_projection rewrites both).
@@ -255,7 +265,9 @@ impl Vault for RedisVault {
                 })?;
                 Some(Projection {
                     active: state.active,
+                    locked: state.locked,
                     epoch,
+                    version: version.unwrap_or(0),
                     connectors: state.connectors,
                 })
             }
@@ -264,19 +276,47 @@ impl Vault for RedisVault {
         Ok(VaultRead { projection, sealed })
     }
 
-    async fn put_projection(
+    async fn write_projection(
         &self,
         org: &OrgId,
         user: &UserId,
-        p: &Projection,
-    ) -> Result<u64, VaultError> {
+        w: ProjectionWrite<'_>,
+    ) -> Result<Written, VaultError> {
         let key = user_key(org, user)?;
-        check_epoch(p.epoch)?;
-        let args = [p.epoch.to_string().into_bytes(), state_json(p)?];
-        let epoch: String = self
-            .directory_write(&scripts::PUT_PROJECTION, &key, &args, "put_projection")
+        check_epoch(w.projection.epoch)?;
+        let args = [
+            w.expected
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+            state_json(w.projection)?,
+            w.projection.epoch.to_string().into_bytes(),
+            if w.revoke {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            },
+        ];
+        let answer: Vec<Value> = self
+            .directory_write(&scripts::WRITE_PROJECTION, &key, &args, "write_projection")
             .await?;
-        parse_epoch(&epoch)
+        let unexpected =
+            || VaultError::Internal("redis write_projection: unexpected answer".into());
+        match answer.as_slice() {
+            [Value::Int(0)] => Ok(Written::Moved),
+            [Value::Int(1), epoch, version, purged] => {
+                let text = |v: &Value| -> Result<String, VaultError> {
+                    String::from_redis_value(v.clone()).map_err(|_| unexpected())
+                };
+                Ok(Written::Stored {
+                    epoch: parse_epoch(&text(epoch)?)?,
+                    version: parse_epoch(&text(version)?)?,
+                    purged: Vec::<String>::from_redis_value(purged.clone())
+                        .map_err(|_| unexpected())?,
+                })
+            }
+            _ => Err(unexpected()),
+        }
     }
 
     async fn store_token(
@@ -304,30 +344,21 @@ impl Vault for RedisVault {
         })
     }
 
-    async fn revoke(
+    async fn discard_token(
         &self,
         org: &OrgId,
         user: &UserId,
-        projection: &Projection,
-        connectors: Option<&[String]>,
-    ) -> Result<(u64, Vec<String>), VaultError> {
+        field: &str,
+        sealed: &[u8],
+    ) -> Result<bool, VaultError> {
         let key = user_key(org, user)?;
-        check_epoch(projection.epoch)?;
-        let mut args = vec![
-            projection.epoch.to_string().into_bytes(),
-            state_json(projection)?,
-        ];
-        match connectors {
-            None => args.push(b"all".to_vec()),
-            Some(list) => {
-                args.push(b"some".to_vec());
-                args.extend(list.iter().map(|c| c.as_bytes().to_vec()));
-            }
-        }
-        let (epoch, deleted): (String, Vec<String>) = self
-            .directory_write(&scripts::REVOKE, &key, &args, "revoke")
+        let mut invocation = scripts::DISCARD_TOKEN.key(&key);
+        invocation.arg(token_field(field)).arg(sealed);
+        let deleted: i64 = self
+            .conn
+            .invoke(&invocation, self.op_timeout, "discard_token")
             .await?;
-        Ok((parse_epoch(&epoch)?, deleted))
+        Ok(deleted == 1)
     }
 
     async fn token_connectors(

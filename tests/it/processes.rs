@@ -356,10 +356,9 @@ impl Api {
         .await
     }
 
-    /// `POST /internal/v1/token`, retried as a gateway retries the broker's load shedding
-    /// (bounded, and counted for `Broker::stop` to account for): a token response the vend
-    /// fence withholds (written too late after its epoch read) arrives as a dropped
-    /// connection, and a vend that cannot confirm the epoch in time answers 503.
+    /// `POST /internal/v1/token`, retried as a gateway retries a 503 (bounded, and counted
+    /// for `Broker::stop` to account for: only a vend whose user's access kept changing under
+    /// it answers 503). A dropped connection is counted too, and must never happen.
     async fn vend(&self, user: &str, connector: &str) -> (u16, Value) {
         let body = json!({"org": self.org, "user": {"id": user}, "connector": connector});
         for _ in 0..10 {

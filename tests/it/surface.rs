@@ -122,11 +122,10 @@ async fn metrics_count_vends_mints_and_revocations() {
 
     assert!(must(&text, "auth_broker_mints_total") >= 1.0);
     assert!(must(&text, "auth_broker_vault_cache_hits_total") >= 2.0);
-    // The fence's counters are exported even while nothing was late.
+    // The reconciler's and the projection writer's counters are exported from the start.
     for series in [
-        "auth_broker_vend_withheld_total",
-        "auth_broker_vend_late_reconfirms_total",
-        "auth_broker_vend_fence_rechecks_total",
+        "auth_broker_reconciler_repairs_total",
+        "auth_broker_projection_write_retries_total",
     ] {
         must(&text, series);
     }

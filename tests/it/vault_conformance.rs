@@ -8,6 +8,7 @@ mod bus;
 mod cluster;
 mod ephemeral;
 mod outage;
+mod races;
 mod replica_wait;
 mod sentinel;
 
@@ -15,11 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_broker::domain::vault::{CasOutcome, Projection, Vault, VaultError, VaultRead};
+use auth_broker::domain::vault::{
+    CasOutcome, Projection, ProjectionWrite, Vault, VaultError, VaultRead, Written,
+};
 use auth_broker::domain::{OrgId, UserId};
 use auth_broker::store::vault_memory::MemoryVault;
 use auth_broker::store::vault_redis::RedisVault;
-use tokio::sync::Barrier;
 
 use crate::redis_fixture::sentinel as sentinel_fixture;
 use crate::redis_fixture::{cluster, require_reachable, standalone_vault};
@@ -34,7 +36,9 @@ fn fresh_org() -> OrgId {
 fn projection(active: bool, epoch: u64, connectors: &[(&str, &[&str])]) -> Projection {
     Projection {
         active,
+        locked: false,
         epoch,
+        version: 0,
         connectors: connectors
             .iter()
             .map(|(c, scopes)| {
@@ -47,6 +51,58 @@ fn projection(active: bool, epoch: u64, connectors: &[(&str, &[&str])]) -> Proje
     }
 }
 
+/// Writes `p` as the one projection writer does: reads the stored version, then writes with
+/// a compare-and-set on it (`revoke` as given). Returns the epoch and purged fields.
+pub(crate) async fn write<V: Vault + ?Sized>(
+    v: &V,
+    org: &OrgId,
+    user: &UserId,
+    p: &Projection,
+    revoke: bool,
+) -> Result<(u64, Vec<String>), VaultError> {
+    let expected = v.read(org, user, "_").await?.projection.map(|p| p.version);
+    match v
+        .write_projection(
+            org,
+            user,
+            ProjectionWrite {
+                expected,
+                projection: p,
+                revoke,
+            },
+        )
+        .await?
+    {
+        Written::Stored { epoch, purged, .. } => Ok((epoch, purged)),
+        Written::Moved => panic!("the projection moved under a test's own write"),
+    }
+}
+
+/// `write` without revoking: the epoch in force.
+pub(crate) async fn put_projection<V: Vault + ?Sized>(
+    v: &V,
+    org: &OrgId,
+    user: &UserId,
+    p: &Projection,
+) -> Result<u64, VaultError> {
+    Ok(write(v, org, user, p, false).await?.0)
+}
+
+/// `write`, revoking.
+pub(crate) async fn revoke<V: Vault + ?Sized>(
+    v: &V,
+    org: &OrgId,
+    user: &UserId,
+    p: &Projection,
+) -> Result<(u64, Vec<String>), VaultError> {
+    write(v, org, user, p, true).await
+}
+
+/// The stored projection's access and epoch, without its version.
+fn stored(p: Option<Projection>) -> Option<Projection> {
+    p.map(|p| Projection { version: 0, ..p })
+}
+
 /// Every check of the port's contract, each on its own fresh org.
 async fn conformance(v: Arc<dyn Vault>) {
     v.ping().await.unwrap();
@@ -54,16 +110,18 @@ async fn conformance(v: Arc<dyn Vault>) {
     projection_round_trips(&*v).await;
     store_token_is_compare_and_set(&*v).await;
     store_token_needs_a_projection(&*v).await;
-    revoke_all_purges_and_bumps(&*v).await;
-    revoke_listed_connectors_only(&*v).await;
-    revoke_takes_the_higher_epoch(&*v).await;
-    put_projection_never_lowers_the_epoch(&*v).await;
+    revoke_purges_and_bumps(&*v).await;
+    projection_writes_are_compare_and_set_on_the_version(&*v).await;
+    a_new_projection_starts_at_the_given_epoch(&*v).await;
+    only_a_revocation_moves_the_epoch(&*v).await;
+    discard_token_removes_only_that_token(&*v).await;
     orgs_are_independent(&*v).await;
     token_connectors_lists_stored_tokens(&*v).await;
     reserved_ids_are_rejected(&*v).await;
     epoch_range_is_enforced(&*v).await;
     for round in 0..5 {
-        no_resurrection_race(v.clone(), round).await;
+        races::no_resurrection_race(v.clone(), round).await;
+        races::one_of_many_racing_writers_lands(v.clone(), round).await;
     }
 }
 
@@ -78,22 +136,28 @@ async fn unknown_user_reads_empty(v: &dyn Vault) {
 
 async fn projection_round_trips(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    let p = projection(
+    let mut p = projection(
         true,
         3,
         &[("github", &["repo", "read:org"]), ("jira:cloud", &[])],
     );
-    assert_eq!(v.put_projection(&org, &user, &p).await.unwrap(), 3);
+    p.locked = true;
+    assert_eq!(put_projection(v, &org, &user, &p).await.unwrap(), 3);
     let r = v.read(&org, &user, "github").await.unwrap();
-    assert_eq!(r.projection.as_ref(), Some(&p));
+    assert_eq!(r.projection.as_ref(), Some(&Projection { version: 1, ..p }));
     assert_eq!(r.sealed, None);
 }
 
 async fn store_token_is_compare_and_set(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    v.put_projection(&org, &user, &projection(true, 7, &[("github", &["repo"])]))
-        .await
-        .unwrap();
+    put_projection(
+        v,
+        &org,
+        &user,
+        &projection(true, 7, &[("github", &["repo"])]),
+    )
+    .await
+    .unwrap();
     // Sealed tokens are binary: NUL bytes and invalid UTF-8 must survive.
     let sealed = vec![0u8, 159, 146, 150, 255, b'{', b'}', 0];
     assert_eq!(
@@ -158,10 +222,10 @@ async fn store_token_needs_a_projection(v: &dyn Vault) {
     assert!(v.token_connectors(&org, &user).await.unwrap().is_empty());
 }
 
-async fn revoke_all_purges_and_bumps(v: &dyn Vault) {
+async fn revoke_purges_and_bumps(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
     let p = projection(true, 4, &[("github", &["repo"]), ("slack", &["chat"])]);
-    v.put_projection(&org, &user, &p).await.unwrap();
+    put_projection(v, &org, &user, &p).await.unwrap();
     for c in ["slack", "github", "jira:cloud"] {
         assert_eq!(
             v.store_token(&org, &user, c, 4, c.as_bytes())
@@ -171,14 +235,14 @@ async fn revoke_all_purges_and_bumps(v: &dyn Vault) {
         );
     }
     let deactivated = projection(false, 4, &[]);
-    let (epoch, mut deleted) = v.revoke(&org, &user, &deactivated, None).await.unwrap();
+    let (epoch, mut deleted) = revoke(v, &org, &user, &deactivated).await.unwrap();
     deleted.sort();
     assert_eq!(epoch, 5);
     assert_eq!(deleted, ["github", "jira:cloud", "slack"]);
     for c in ["slack", "github", "jira:cloud"] {
         let r = v.read(&org, &user, c).await.unwrap();
         assert_eq!(r.sealed, None, "{c}");
-        assert_eq!(r.projection, Some(projection(false, 5, &[])));
+        assert_eq!(stored(r.projection), Some(projection(false, 5, &[])));
     }
     assert!(v.token_connectors(&org, &user).await.unwrap().is_empty());
     // The pre-revocation epoch is refused from now on; the new one works.
@@ -196,114 +260,179 @@ async fn revoke_all_purges_and_bumps(v: &dyn Vault) {
         CasOutcome::Stored
     );
     // Revoking again bumps again and reports only what was there.
-    let (epoch, deleted) = v.revoke(&org, &user, &deactivated, None).await.unwrap();
+    let (epoch, deleted) = revoke(v, &org, &user, &deactivated).await.unwrap();
     assert_eq!((epoch, deleted), (6, vec!["github".to_string()]));
-    let (epoch, deleted) = v.revoke(&org, &user, &deactivated, None).await.unwrap();
+    let (epoch, deleted) = revoke(v, &org, &user, &deactivated).await.unwrap();
     assert_eq!((epoch, deleted), (7, vec![]));
 }
 
-async fn revoke_listed_connectors_only(v: &dyn Vault) {
+/// A write lands only on the version its writer read; a tie never replaces, and a write
+/// that lost changes nothing at all (neither state, epoch, version nor tokens).
+async fn projection_writes_are_compare_and_set_on_the_version(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    v.put_projection(&org, &user, &projection(true, 1, &[("a", &[]), ("b", &[])]))
-        .await
-        .unwrap();
-    for c in ["a", "b"] {
-        v.store_token(&org, &user, c, 1, b"t").await.unwrap();
+    put_projection(
+        v,
+        &org,
+        &user,
+        &projection(true, 9, &[("github", &["repo"])]),
+    )
+    .await
+    .unwrap();
+    v.store_token(&org, &user, "github", 9, b"t").await.unwrap();
+    let read = v.read(&org, &user, "_").await.unwrap().projection.unwrap();
+    assert_eq!(read.version, 1);
+    // Writer A lands on version 1.
+    let a = projection(false, 9, &[]);
+    let w = |p, expected, revoke| ProjectionWrite {
+        expected,
+        projection: p,
+        revoke,
+    };
+    assert_eq!(
+        v.write_projection(&org, &user, w(&a, Some(1), true))
+            .await
+            .unwrap(),
+        Written::Stored {
+            epoch: 10,
+            version: 2,
+            purged: vec!["github".into()],
+        }
+    );
+    // Writer B read the same version before A landed: it is refused, revoking or not.
+    let b = projection(true, 9, &[("github", &["repo"])]);
+    for revoke in [false, true] {
+        assert_eq!(
+            v.write_projection(&org, &user, w(&b, Some(1), revoke))
+                .await
+                .unwrap(),
+            Written::Moved
+        );
     }
-    let narrowed = projection(true, 1, &[("b", &[])]);
-    let list = ["a".to_string(), "missing".to_string(), "a".to_string()];
-    let (epoch, deleted) = v.revoke(&org, &user, &narrowed, Some(&list)).await.unwrap();
-    assert_eq!(epoch, 2);
-    assert_eq!(deleted, ["a"]);
-    assert_eq!(v.read(&org, &user, "a").await.unwrap().sealed, None);
-    let r = v.read(&org, &user, "b").await.unwrap();
-    assert_eq!(r.sealed.as_deref(), Some(&b"t"[..]));
-    assert_eq!(r.projection, Some(projection(true, 2, &[("b", &[])])));
-    assert_eq!(v.token_connectors(&org, &user).await.unwrap(), ["b"]);
-    // An empty list bumps the epoch and deletes nothing.
-    let (epoch, deleted) = v.revoke(&org, &user, &narrowed, Some(&[])).await.unwrap();
-    assert_eq!((epoch, deleted.len()), (3, 0));
-    assert_eq!(v.token_connectors(&org, &user).await.unwrap(), ["b"]);
+    // So is one that read no projection at all, and one from the future.
+    for expected in [None, Some(3)] {
+        assert_eq!(
+            v.write_projection(&org, &user, w(&b, expected, false))
+                .await
+                .unwrap(),
+            Written::Moved
+        );
+    }
+    let after = v.read(&org, &user, "_").await.unwrap().projection.unwrap();
+    assert_eq!(
+        after,
+        Projection {
+            version: 2,
+            ..projection(false, 10, &[])
+        }
+    );
+    // A writer that read version 2 lands.
+    assert_eq!(
+        v.write_projection(&org, &user, w(&b, Some(2), false))
+            .await
+            .unwrap(),
+        Written::Stored {
+            epoch: 10,
+            version: 3,
+            purged: vec![],
+        }
+    );
 }
 
-async fn revoke_takes_the_higher_epoch(v: &dyn Vault) {
+async fn a_new_projection_starts_at_the_given_epoch(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    // No projection yet: the given epoch + 1, and the projection now exists.
-    let (epoch, deleted) = v
-        .revoke(&org, &user, &projection(false, 10, &[]), None)
+    // No projection yet, revoking: the given epoch + 1, and the projection now exists.
+    let (epoch, deleted) = revoke(v, &org, &user, &projection(false, 10, &[]))
         .await
         .unwrap();
     assert_eq!((epoch, deleted.len()), (11, 0));
     assert_eq!(
-        v.read(&org, &user, "x").await.unwrap().projection,
+        stored(v.read(&org, &user, "x").await.unwrap().projection),
         Some(projection(false, 11, &[]))
     );
-    // A given epoch above the stored one wins; below it, the stored one does.
+    // Not revoking: the given epoch.
+    let other = UserId::generate();
     assert_eq!(
-        v.revoke(&org, &user, &projection(false, 20, &[]), None)
+        put_projection(v, &org, &other, &projection(true, 20, &[]))
             .await
-            .unwrap()
-            .0,
-        21
-    );
-    assert_eq!(
-        v.revoke(&org, &user, &projection(false, 3, &[]), None)
-            .await
-            .unwrap()
-            .0,
-        22
+            .unwrap(),
+        20
     );
 }
 
-async fn put_projection_never_lowers_the_epoch(v: &dyn Vault) {
+/// The epoch a writer passes matters only for a new projection: a stored epoch moves only
+/// by a revocation, by exactly one, whatever the writer passes.
+async fn only_a_revocation_moves_the_epoch(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    let five = projection(false, 5, &[("github", &["repo"])]);
-    assert_eq!(v.put_projection(&org, &user, &five).await.unwrap(), 5);
-    // A stale writer loses entirely: neither its epoch nor its content lands.
-    let stale = projection(true, 3, &[("slack", &[])]);
-    assert_eq!(v.put_projection(&org, &user, &stale).await.unwrap(), 5);
     assert_eq!(
-        v.read(&org, &user, "github").await.unwrap().projection,
-        Some(five)
-    );
-    // Same epoch: the newer content replaces the stored one.
-    let five_b = projection(true, 5, &[("github", &["repo", "admin"])]);
-    assert_eq!(v.put_projection(&org, &user, &five_b).await.unwrap(), 5);
-    assert_eq!(
-        v.read(&org, &user, "github").await.unwrap().projection,
-        Some(five_b)
-    );
-    let seven = projection(true, 7, &[]);
-    assert_eq!(v.put_projection(&org, &user, &seven).await.unwrap(), 7);
-    assert_eq!(
-        v.read(&org, &user, "github").await.unwrap().projection,
-        Some(seven)
-    );
-    // After a revocation, a projection built from the pre-revocation epoch is ignored.
-    let (bumped, _) = v
-        .revoke(&org, &user, &projection(false, 7, &[]), None)
+        put_projection(
+            v,
+            &org,
+            &user,
+            &projection(false, 5, &[("github", &["repo"])])
+        )
         .await
-        .unwrap();
-    assert_eq!(bumped, 8);
+        .unwrap(),
+        5
+    );
+    for given in [3, 5, 7, 1_000] {
+        assert_eq!(
+            put_projection(v, &org, &user, &projection(true, given, &[]))
+                .await
+                .unwrap(),
+            5,
+            "given {given}"
+        );
+    }
     assert_eq!(
-        v.put_projection(&org, &user, &projection(true, 7, &[]))
+        revoke(v, &org, &user, &projection(false, 1_000, &[]))
             .await
-            .unwrap(),
-        8
+            .unwrap()
+            .0,
+        6
     );
     assert_eq!(
-        v.read(&org, &user, "github").await.unwrap().projection,
-        Some(projection(false, 8, &[]))
+        revoke(v, &org, &user, &projection(false, 0, &[]))
+            .await
+            .unwrap()
+            .0,
+        7
     );
+    let r = v.read(&org, &user, "_").await.unwrap().projection.unwrap();
+    assert_eq!((r.epoch, r.version, r.active), (7, 7, false));
+}
+
+async fn discard_token_removes_only_that_token(v: &dyn Vault) {
+    let (org, user) = (fresh_org(), UserId::generate());
+    put_projection(
+        v,
+        &org,
+        &user,
+        &projection(true, 2, &[("a", &[]), ("b", &[])]),
+    )
+    .await
+    .unwrap();
+    for c in ["a", "b"] {
+        v.store_token(&org, &user, c, 2, c.as_bytes())
+            .await
+            .unwrap();
+    }
+    // Another token's bytes, or a field that holds none: nothing happens.
+    assert!(!v.discard_token(&org, &user, "a", b"b").await.unwrap());
+    assert!(!v.discard_token(&org, &user, "c", b"a").await.unwrap());
+    assert!(v.discard_token(&org, &user, "a", b"a").await.unwrap());
+    assert!(!v.discard_token(&org, &user, "a", b"a").await.unwrap());
+    assert_eq!(v.token_connectors(&org, &user).await.unwrap(), ["b"]);
+    let r = v.read(&org, &user, "_").await.unwrap().projection.unwrap();
+    assert_eq!((r.epoch, r.version), (2, 1), "the projection is untouched");
 }
 
 async fn orgs_are_independent(v: &dyn Vault) {
     let (a, b) = (fresh_org(), fresh_org());
     let user = UserId::generate();
-    v.put_projection(&a, &user, &projection(true, 1, &[("github", &[])]))
+    put_projection(v, &a, &user, &projection(true, 1, &[("github", &[])]))
         .await
         .unwrap();
-    v.put_projection(&b, &user, &projection(true, 9, &[("slack", &[])]))
+    put_projection(v, &b, &user, &projection(true, 9, &[("slack", &[])]))
         .await
         .unwrap();
     assert_eq!(
@@ -325,12 +454,15 @@ async fn orgs_are_independent(v: &dyn Vault) {
             .unwrap(),
         CasOutcome::Stored
     );
-    v.revoke(&a, &user, &projection(false, 1, &[]), None)
+    revoke(v, &a, &user, &projection(false, 1, &[]))
         .await
         .unwrap();
     let rb = v.read(&b, &user, "github").await.unwrap();
     assert_eq!(rb.sealed.as_deref(), Some(&b"b-token"[..]));
-    assert_eq!(rb.projection, Some(projection(true, 9, &[("slack", &[])])));
+    assert_eq!(
+        stored(rb.projection),
+        Some(projection(true, 9, &[("slack", &[])]))
+    );
     assert_eq!(v.read(&a, &user, "github").await.unwrap().sealed, None);
     // The same user id in a third org knows nothing.
     assert_eq!(
@@ -341,7 +473,7 @@ async fn orgs_are_independent(v: &dyn Vault) {
 
 async fn token_connectors_lists_stored_tokens(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
-    v.put_projection(&org, &user, &projection(true, 2, &[]))
+    put_projection(v, &org, &user, &projection(true, 2, &[]))
         .await
         .unwrap();
     for c in ["zendesk", "github", "jira:cloud", "t:odd"] {
@@ -355,6 +487,11 @@ async fn token_connectors_lists_stored_tokens(v: &dyn Vault) {
 
 async fn reserved_ids_are_rejected(v: &dyn Vault) {
     let p = projection(true, 1, &[]);
+    let w = ProjectionWrite {
+        expected: None,
+        projection: &p,
+        revoke: false,
+    };
     let good_org = fresh_org();
     let good_user = UserId::generate();
     let bad_orgs = ["", "acme/eu", "ac{me", "ac}me"];
@@ -369,7 +506,7 @@ async fn reserved_ids_are_rejected(v: &dyn Vault) {
             "org {org:?}"
         );
         assert!(matches!(
-            v.put_projection(&org, &good_user, &p).await,
+            v.write_projection(&org, &good_user, w).await,
             Err(VaultError::Internal(_))
         ));
     }
@@ -383,36 +520,39 @@ async fn reserved_ids_are_rejected(v: &dyn Vault) {
             "user {user:?}"
         );
         assert!(matches!(
-            v.revoke(&good_org, &user, &p, None).await,
+            v.write_projection(&good_org, &user, ProjectionWrite { revoke: true, ..w })
+                .await,
             Err(VaultError::Internal(_))
         ));
         assert!(matches!(
             v.token_connectors(&good_org, &user).await,
             Err(VaultError::Internal(_))
         ));
+        assert!(matches!(
+            v.discard_token(&good_org, &user, "c", b"x").await,
+            Err(VaultError::Internal(_))
+        ));
     }
     // A user id may contain '/': the org part ends at the first one.
     let user = UserId::new("dept/alice");
-    assert_eq!(v.put_projection(&good_org, &user, &p).await.unwrap(), 1);
+    assert_eq!(put_projection(v, &good_org, &user, &p).await.unwrap(), 1);
 }
 
 async fn epoch_range_is_enforced(v: &dyn Vault) {
     let (org, user) = (fresh_org(), UserId::generate());
     let max = i64::MAX as u64;
     assert!(matches!(
-        v.put_projection(&org, &user, &projection(true, max + 1, &[]))
-            .await,
+        put_projection(v, &org, &user, &projection(true, max + 1, &[])).await,
         Err(VaultError::Internal(_))
     ));
     assert!(matches!(
-        v.revoke(&org, &user, &projection(true, u64::MAX, &[]), None)
-            .await,
+        revoke(v, &org, &user, &projection(true, u64::MAX, &[])).await,
         Err(VaultError::Internal(_))
     ));
     // Large epochs are exact (no float rounding anywhere).
     let big = (1u64 << 53) + 1;
     assert_eq!(
-        v.put_projection(&org, &user, &projection(true, big, &[]))
+        put_projection(v, &org, &user, &projection(true, big, &[]))
             .await
             .unwrap(),
         big
@@ -428,7 +568,7 @@ async fn epoch_range_is_enforced(v: &dyn Vault) {
         CasOutcome::Stored
     );
     assert_eq!(
-        v.revoke(&org, &user, &projection(true, 0, &[]), None)
+        revoke(v, &org, &user, &projection(true, 0, &[]))
             .await
             .unwrap(),
         (big + 1, vec!["c".to_string()])
@@ -439,82 +579,22 @@ async fn epoch_range_is_enforced(v: &dyn Vault) {
             .unwrap(),
         CasOutcome::Stored
     );
+    // A projection at the maximum cannot be revoked further, and the refusal changes nothing.
+    let top = UserId::generate();
     assert_eq!(
-        v.put_projection(&org, &user, &projection(true, max, &[]))
+        put_projection(v, &org, &top, &projection(true, max, &[]))
             .await
             .unwrap(),
         max
     );
-    // The epoch cannot be bumped past the maximum, and a refused revoke changes nothing.
+    v.store_token(&org, &top, "c", max, b"x").await.unwrap();
     assert!(matches!(
-        v.revoke(&org, &user, &projection(false, 0, &[]), None)
-            .await,
+        revoke(v, &org, &top, &projection(false, 0, &[])).await,
         Err(VaultError::Internal(_))
     ));
-    let r = v.read(&org, &user, "c").await.unwrap();
-    assert_eq!(r.projection, Some(projection(true, max, &[])));
+    let r = v.read(&org, &top, "c").await.unwrap();
+    assert_eq!(stored(r.projection), Some(projection(true, max, &[])));
     assert_eq!(r.sealed.as_deref(), Some(&b"x"[..]));
-}
-
-/// 50 writers holding the pre-revocation epoch race one revocation. Every write that was
-/// acknowledged must have landed before the revocation (so the revocation deleted it), and
-/// nothing may be left afterwards.
-async fn no_resurrection_race(v: Arc<dyn Vault>, round: usize) {
-    let (org, user) = (fresh_org(), UserId::generate());
-    let p = projection(true, 1, &[]);
-    v.put_projection(&org, &user, &p).await.unwrap();
-    let barrier = Arc::new(Barrier::new(51));
-    let mut writers = Vec::new();
-    for i in 0..50 {
-        let (v, org, user, barrier) = (v.clone(), org.clone(), user.clone(), barrier.clone());
-        writers.push(tokio::spawn(async move {
-            let connector = format!("c{i:02}");
-            barrier.wait().await;
-            // Spread the writers around the revocation.
-            if i % 2 == 0 {
-                tokio::task::yield_now().await;
-            }
-            let outcome = v
-                .store_token(&org, &user, &connector, 1, b"old")
-                .await
-                .unwrap();
-            (connector, outcome)
-        }));
-    }
-    let revoker = {
-        let (v, org, user, barrier) = (v.clone(), org.clone(), user.clone(), barrier.clone());
-        tokio::spawn(async move {
-            barrier.wait().await;
-            for _ in 0..round {
-                tokio::task::yield_now().await;
-            }
-            v.revoke(&org, &user, &projection(false, 1, &[]), None)
-                .await
-                .unwrap()
-        })
-    };
-    let mut stored = Vec::new();
-    for w in writers {
-        let (connector, outcome) = w.await.unwrap();
-        if outcome == CasOutcome::Stored {
-            stored.push(connector);
-        }
-    }
-    let (epoch, deleted) = revoker.await.unwrap();
-    assert_eq!(epoch, 2);
-    stored.sort();
-    let mut deleted = deleted;
-    deleted.sort();
-    assert_eq!(
-        stored, deleted,
-        "acknowledged writes and purged tokens differ"
-    );
-    assert!(v.token_connectors(&org, &user).await.unwrap().is_empty());
-    for i in 0..50 {
-        let r = v.read(&org, &user, &format!("c{i:02}")).await.unwrap();
-        assert_eq!(r.sealed, None);
-        assert_eq!(r.projection.map(|p| p.epoch), Some(2));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

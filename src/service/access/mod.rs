@@ -1,32 +1,45 @@
-//! Access: turning the directory and the policy into what the vault enforces.
+//! Access: turning the system of record (directory, grants, connectors, locks) into the
+//! projection the vault enforces.
 //!
-//! `sync_user` recomputes one user's entitlements from the system of record and brings the
-//! vault in line: when anything was lost (deactivation, deletion, a group removal that drops
-//! a connector or a scope, a disabled connector, the kill switch) it **revokes** — bumps the
-//! user's epoch and purges the affected tokens in one atomic vault operation — publishes an
-//! event to every replica, keeps an offboarding receipt and writes an audit record, all
-//! before the caller answers. When nothing was lost it only refreshes the projection.
+//! Every projection write follows one rule (DESIGN.md, "Revocation, stated as state"): read
+//! the stored projection first, then the system of record, then write with a compare-and-set
+//! on the version read. A write whose read is no longer current changes nothing and starts
+//! over from a fresh read (at most [`MAX_WRITE_ATTEMPTS`], then 503). So whatever order
+//! concurrent SCIM, admin and sign-in changes arrive in, the last write to land was derived
+//! from a read of the system of record made after every change that had committed before it
+//! began, and a deactivated user can never be written back as active.
+//!
+//! When anything was lost (deactivation, deletion, a lock, a group removal or grant deletion
+//! that drops a connector or a scope, a disabled connector) the write also **revokes**: it
+//! moves the user's epoch and purges every token in the same atomic vault step. Then the
+//! event (with the new epoch) goes to every replica and the receipt and audit record are
+//! kept, all before the caller answers.
 
-mod fence;
+mod reconcile;
+mod record;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Clock;
-use crate::domain::connector::{ActionSet, Connector, Grant};
+use crate::domain::connector::{ActionSet, Connector, Grant, GroupSelector};
 use crate::domain::directory::User;
+use crate::domain::offboarding::{Lock, UserLocks};
 use crate::domain::policy::{self, Entitlements, Membership, OrgPolicy};
 use crate::domain::ports::{Directory, PolicyStore};
-use crate::domain::vault::{BusEvent, EventBus, Projection, Vault, VaultError};
+use crate::domain::vault::{EventBus, Projection, ProjectionWrite, Vault, VaultError, Written};
 use crate::domain::{OrgId, StoreError, UserId};
 
 pub use crate::domain::offboarding::{OffboardingLog, Receipt};
-pub use fence::{RECHECK_BUDGET, VendFence};
+pub use reconcile::Reconciler;
+use record::Revocation;
 
-/// Why access work failed; both map to 503 at the edge (fail closed).
+/// How many times a projection write starts over from a fresh read before giving up (503).
+pub const MAX_WRITE_ATTEMPTS: usize = 16;
+
+/// Why access work failed; each maps to 503 at the edge (fail closed).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AccessError {
     /// The system of record failed.
@@ -35,17 +48,33 @@ pub enum AccessError {
     /// The vault failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The user's projection kept moving under every attempt.
+    #[error("the user's access kept changing; retry")]
+    Contended,
 }
 
-/// What `sync_user` did.
+/// What a sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOutcome {
-    /// The epoch in force afterwards.
+    /// The epoch in force afterwards (0 when the user has no projection).
     pub epoch: u64,
     /// Token fields purged (empty when nothing was revoked).
     pub revoked: Vec<String>,
-    /// Whether a revocation happened (epoch bumped).
+    /// Whether a revocation happened (epoch moved).
     pub bumped: bool,
+    /// Whether the projection's access changed (or a revocation happened).
+    pub changed: bool,
+}
+
+/// What a sync must do beyond following the system of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Follow the system of record; revoke what was lost.
+    Follow,
+    /// As `Follow`, and revoke (purge every token) even if nothing was lost: the kill switch.
+    Purge,
+    /// As `Follow`, but only where a projection exists (the reconciler's repairs).
+    Repair,
 }
 
 /// The access service.
@@ -56,10 +85,19 @@ pub struct Access {
     vault: Arc<dyn Vault>,
     bus: Arc<dyn EventBus>,
     receipts: Arc<dyn OffboardingLog>,
+    locks: Arc<dyn UserLocks>,
     clock: Arc<dyn Clock>,
-    fence: VendFence,
-    revocations: Arc<std::sync::atomic::AtomicU64>,
+    counters: Arc<Counters>,
     asserted: Option<AssertedGroups>,
+    outbox: Option<Arc<dyn crate::domain::ports::AuditLog>>,
+}
+
+/// What `/metrics` shows of this service.
+#[derive(Debug, Default)]
+struct Counters {
+    revocations: AtomicU64,
+    repairs: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// Groups asserted at sign-in, and which orgs count them (`groups_source`).
@@ -86,6 +124,14 @@ pub fn field_connector(field: &str) -> &str {
     field.split_once('#').map(|(c, _)| c).unwrap_or(field)
 }
 
+/// The system of record's view of one user: what the projection must say.
+struct Derived {
+    exists: bool,
+    active: bool,
+    locked: bool,
+    connectors: BTreeMap<String, Vec<String>>,
+}
+
 impl Access {
     /// Builds the service over its ports.
     pub fn new(
@@ -94,8 +140,8 @@ impl Access {
         vault: Arc<dyn Vault>,
         bus: Arc<dyn EventBus>,
         receipts: Arc<dyn OffboardingLog>,
+        locks: Arc<dyn UserLocks>,
         clock: Arc<dyn Clock>,
-        fence: VendFence,
     ) -> Self {
         Self {
             dir,
@@ -103,11 +149,19 @@ impl Access {
             vault,
             bus,
             receipts,
+            locks,
             clock,
-            fence,
-            revocations: Arc::default(),
+            counters: Arc::default(),
             asserted: None,
+            outbox: None,
         }
+    }
+
+    /// Reads the directory's event outbox: a retried no-op write then completes what an
+    /// interrupted one left, and the reconciler follows it.
+    pub fn with_outbox(mut self, outbox: Arc<dyn crate::domain::ports::AuditLog>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// Counts the groups asserted at sign-in, per org as `sources` says (`scim` when absent).
@@ -131,19 +185,24 @@ impl Access {
             .unwrap_or_default()
     }
 
-    /// Revocations (epoch bumps) performed by this replica since start.
+    /// Revocations (epoch moves) performed by this replica since start.
     pub fn revocations(&self) -> u64 {
-        self.revocations.load(std::sync::atomic::Ordering::Relaxed)
+        self.counters.revocations.load(Ordering::Relaxed)
+    }
+
+    /// Projections the reconciler found out of line with the system of record and repaired.
+    pub fn repairs(&self) -> u64 {
+        self.counters.repairs.load(Ordering::Relaxed)
+    }
+
+    /// Projection writes that found the projection moved and started over.
+    pub fn write_retries(&self) -> u64 {
+        self.counters.retries.load(Ordering::Relaxed)
     }
 
     /// The vault, for the vend path.
     pub fn vault(&self) -> &Arc<dyn Vault> {
         &self.vault
-    }
-
-    /// The in-flight vend fence, for the vend path.
-    pub fn fence(&self) -> &VendFence {
-        &self.fence
     }
 
     /// The event bus, for gateway event streams.
@@ -156,7 +215,8 @@ impl Access {
         Ok(self.policy.connectors(org).await?)
     }
 
-    /// A user's entitlements computed from the system of record (`None`: no such user).
+    /// A user's entitlements computed from the system of record (`None`: no such user). A
+    /// locked user is entitled to nothing.
     pub async fn entitlements(
         &self,
         org: &OrgId,
@@ -166,8 +226,14 @@ impl Access {
             return Ok(None);
         };
         let (connectors, grants) = self.policy_of(org).await?;
-        let ent = self.compute(org, &u, &connectors, &grants).await?;
+        let locked = self.locks.lock_of(org, user).await?.is_some();
+        let ent = self.compute(org, &u, !locked, &connectors, &grants).await?;
         Ok(Some((u, ent, connectors)))
+    }
+
+    /// The user's lock, if one holds.
+    pub async fn lock_of(&self, org: &OrgId, user: &UserId) -> Result<Option<Lock>, AccessError> {
+        Ok(self.locks.lock_of(org, user).await?)
     }
 
     async fn policy_of(&self, org: &OrgId) -> Result<(Vec<Connector>, Vec<Grant>), AccessError> {
@@ -181,6 +247,7 @@ impl Access {
         &self,
         org: &OrgId,
         u: &User,
+        unlocked: bool,
         connectors: &[Connector],
         grants: &[Grant],
     ) -> Result<Entitlements, AccessError> {
@@ -218,7 +285,7 @@ impl Access {
             max_actions: ActionSet::ALLOW_ALL,
         };
         Ok(policy::entitlements(
-            u.active,
+            u.active && unlocked,
             &members,
             connectors,
             grants,
@@ -226,7 +293,33 @@ impl Access {
         ))
     }
 
-    /// Recomputes a user's projection and revokes whatever the user lost.
+    /// What the system of record says the user's projection must be, read now.
+    async fn derive(&self, org: &OrgId, user: &UserId) -> Result<Derived, AccessError> {
+        let Some(u) = self.dir.get_user(org, user).await? else {
+            return Ok(Derived {
+                exists: false,
+                active: false,
+                locked: false,
+                connectors: BTreeMap::new(),
+            });
+        };
+        let (connectors, grants) = self.policy_of(org).await?;
+        let locked = self.locks.lock_of(org, user).await?.is_some();
+        let ent = self.compute(org, &u, !locked, &connectors, &grants).await?;
+        Ok(Derived {
+            exists: true,
+            active: u.active,
+            locked,
+            connectors: ent
+                .connectors
+                .into_iter()
+                .map(|(k, v)| (k, v.scopes))
+                .collect(),
+        })
+    }
+
+    /// Brings the user's projection in line with the system of record; revokes whatever the
+    /// user lost before returning.
     pub async fn sync_user(
         &self,
         org: &OrgId,
@@ -234,212 +327,12 @@ impl Access {
         reason: &str,
         actor: &str,
     ) -> Result<SyncOutcome, AccessError> {
-        // Taken before reading the system of record: a projection rebuilt from an older read
-        // then always carries a lower epoch than one written after a later change.
-        let started_us = now_micros();
-        let (connectors, grants) = self.policy_of(org).await?;
-        let (active, entitled) = match self.dir.get_user(org, user).await? {
-            Some(u) => {
-                let ent = self.compute(org, &u, &connectors, &grants).await?;
-                let map: BTreeMap<String, Vec<String>> = ent
-                    .connectors
-                    .into_iter()
-                    .map(|(k, v)| (k, v.scopes))
-                    .collect();
-                (ent.active, map)
-            }
-            None => (false, BTreeMap::new()),
-        };
-        let current = self.vault.read(org, user, "_").await?.projection;
-        let held = self.vault.token_connectors(org, user).await?;
-        // Something was lost when the user is no longer active, or a connector (or one of
-        // its scopes) the vault knew about is no longer entitled, or a token is held for a
-        // connector that is no longer entitled. Then every token of the user is purged and
-        // the epoch moves, so tokens already handed out stop introspecting as active too.
-        let was_active = current.as_ref().is_some_and(|p| p.active);
-        let shrank = current.as_ref().is_some_and(|p| {
-            p.connectors
-                .iter()
-                .any(|(c, scopes)| match entitled.get(c) {
-                    None => true,
-                    Some(now) => !scopes.iter().all(|s| now.contains(s)),
-                })
-        });
-        let orphaned = held
-            .iter()
-            .any(|f| !entitled.contains_key(field_connector(f)));
-        let lost_all = !active;
-        let must_revoke = (lost_all && (was_active || !held.is_empty())) || shrank || orphaned;
-        // Epochs never go backwards, even across a vault flush: a rebuilt projection starts at
-        // the current time, which invalidates every token minted before the flush.
-        let base_epoch = match &current {
-            Some(p) => p.epoch,
-            None => started_us,
-        };
-        let projection = Projection {
-            active,
-            epoch: base_epoch,
-            connectors: entitled.clone(),
-        };
-        if !must_revoke {
-            let epoch = self.vault.put_projection(org, user, &projection).await?;
-            let changed = current.as_ref().is_some_and(|p| {
-                p.connectors != projection.connectors || p.active != projection.active
-            });
-            if changed {
-                let event = BusEvent {
-                    kind: "entitlements.changed".into(),
-                    org: org.to_string(),
-                    user_id: Some(user.to_string()),
-                    connectors: projection.connectors.keys().cloned().collect(),
-                    at_ms: self.clock.now_ms(),
-                };
-                if let Err(e) = self.bus.publish(&event).await {
-                    tracing::warn!(error = %e, "entitlements event not published");
-                }
-            }
-            return Ok(SyncOutcome {
-                epoch,
-                revoked: Vec::new(),
-                bumped: false,
-            });
-        }
-        let lost: Vec<String> = current
-            .as_ref()
-            .map(|p| {
-                p.connectors
-                    .keys()
-                    .filter(|c| !entitled.contains_key(*c))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.revoke_and_record(
-            org,
-            user,
-            &projection,
-            Revocation {
-                kind: if lost_all {
-                    "user.deactivated"
-                } else {
-                    "token.revoked"
-                },
-                reason,
-                action: "access.revoke",
-                actor,
-                lost,
-                all: Some(lost_all),
-            },
-        )
-        .await
+        self.converge(org, user, Mode::Follow, reason, actor).await
     }
 
-    /// Purges every token of the user and moves the epoch (one atomic vault call), then tells
-    /// every replica and keeps the receipt and audit record while the vend fence is waited out
-    /// (the answer leaves only when both are done: the fence bounds when, not what, a
-    /// revocation announces).
-    async fn revoke_and_record(
-        &self,
-        org: &OrgId,
-        user: &UserId,
-        projection: &Projection,
-        r: Revocation<'_>,
-    ) -> Result<SyncOutcome, AccessError> {
-        let (epoch, revoked) = self.vault.revoke(org, user, projection, None).await?;
-        self.revocations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Vends that read the old epoch either answer within the fence or re-check; the
-        // announcement and the receipt are made meanwhile.
-        let (_, recorded) = tokio::join!(
-            self.fence.wait_out(),
-            self.announce_and_record(org, user, epoch, &revoked, r)
-        );
-        recorded?;
-        Ok(SyncOutcome {
-            epoch,
-            revoked,
-            bumped: true,
-        })
-    }
-
-    /// Publishes a revocation's event and keeps its receipt and audit record.
-    async fn announce_and_record(
-        &self,
-        org: &OrgId,
-        user: &UserId,
-        epoch: u64,
-        revoked: &[String],
-        r: Revocation<'_>,
-    ) -> Result<(), AccessError> {
-        let now = self.clock.now_ms();
-        let mut connectors: Vec<String> = revoked
-            .iter()
-            .map(|f| field_connector(f).to_string())
-            .chain(r.lost)
-            .collect();
-        connectors.sort();
-        connectors.dedup();
-        let event = BusEvent {
-            kind: r.kind.into(),
-            org: org.to_string(),
-            user_id: Some(user.to_string()),
-            connectors: connectors.clone(),
-            at_ms: now,
-        };
-        if let Err(e) = self.bus.publish(&event).await {
-            tracing::warn!(error = %e, "revocation event not published; gateways will learn on next vend");
-        }
-        let receipt = Receipt {
-            org: org.clone(),
-            user: user.clone(),
-            reason: r.reason.to_string(),
-            epoch,
-            connectors: connectors.clone(),
-            at_ms: now,
-        };
-        let summary = match r.all {
-            Some(all) => {
-                json!({"reason": r.reason, "epoch": epoch, "connectors": connectors, "all": all})
-            }
-            None => json!({"epoch": epoch, "connectors": connectors}),
-        };
-        let audit = AuditEntry {
-            org: org.clone(),
-            at_ms: now,
-            actor: r.actor.to_string(),
-            action: r.action.into(),
-            resource_type: "User".into(),
-            resource_id: user.to_string(),
-            summary,
-        };
-        self.receipts.record(&receipt, &audit).await?;
-        Ok(())
-    }
-}
-
-/// What a revocation is, for its event, receipt and audit record.
-struct Revocation<'a> {
-    kind: &'static str,
-    reason: &'a str,
-    action: &'static str,
-    actor: &'a str,
-    /// Connectors lost without a stored token (still announced and receipted).
-    lost: Vec<String>,
-    /// Whether every entitlement was lost (directory-driven revocations say so).
-    all: Option<bool>,
-}
-
-/// Now in microseconds: the epoch a projection starts at when none exists.
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-impl Access {
-    /// The admin kill switch: every token of the user is purged and the epoch moves now,
-    /// whatever the directory says; tokens already handed out stop introspecting as active.
+    /// The admin kill switch (`…/revoke`): every token of the user is purged and the epoch
+    /// moves now; the projection otherwise follows the system of record, so the user may vend
+    /// again at once unless locked or no longer entitled.
     pub async fn kill(
         &self,
         org: &OrgId,
@@ -449,42 +342,233 @@ impl Access {
         if self.dir.get_user(org, user).await?.is_none() {
             return Err(AccessError::Store(StoreError::NotFound));
         }
-        let current = self.vault.read(org, user, "_").await?.projection;
-        let projection = current.unwrap_or(Projection {
-            active: false,
-            epoch: now_micros(),
-            connectors: BTreeMap::new(),
-        });
-        self.revoke_and_record(
-            org,
-            user,
-            &projection,
-            Revocation {
-                kind: "token.revoked",
-                reason: "admin.kill_switch",
-                action: "access.kill_switch",
-                actor,
-                lost: Vec::new(),
-                all: None,
-            },
-        )
-        .await
+        self.converge(org, user, Mode::Purge, "admin.kill_switch", actor)
+            .await
     }
 
-    /// The users whose access depends on a connector: members of the groups its grants name.
+    /// Locks the user (kept in the system of record, audited) and revokes every token before
+    /// returning; every vend is refused until [`Access::unlock`].
+    pub async fn lock(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        reason: &str,
+        actor: &str,
+    ) -> Result<SyncOutcome, AccessError> {
+        if self.dir.get_user(org, user).await?.is_none() {
+            return Err(AccessError::Store(StoreError::NotFound));
+        }
+        let at_ms = self.clock.now_ms();
+        let lock = Lock {
+            reason: reason.to_string(),
+            actor: actor.to_string(),
+            at_ms,
+        };
+        let audit = self.user_audit(org, user, actor, "access.lock", at_ms, reason);
+        self.locks.set_lock(org, user, &lock, &audit).await?;
+        self.converge(org, user, Mode::Purge, "admin.lock", actor)
+            .await
+    }
+
+    /// Lifts the user's lock (audited); `None` when no lock held.
+    pub async fn unlock(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        actor: &str,
+    ) -> Result<Option<SyncOutcome>, AccessError> {
+        let at_ms = self.clock.now_ms();
+        let audit = self.user_audit(org, user, actor, "access.unlock", at_ms, "");
+        if !self.locks.clear_lock(org, user, &audit).await? {
+            // A retry after a failed sync lands here: converge anyway.
+            self.converge(org, user, Mode::Follow, "admin.unlock", actor)
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(
+            self.converge(org, user, Mode::Follow, "admin.unlock", actor)
+                .await?,
+        ))
+    }
+
+    fn user_audit(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        actor: &str,
+        action: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> AuditEntry {
+        AuditEntry {
+            org: org.clone(),
+            at_ms,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            resource_type: "User".into(),
+            resource_id: user.to_string(),
+            summary: serde_json::json!({ "reason": reason }),
+        }
+    }
+
+    /// The one projection writer (see the module header).
+    async fn converge(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        mode: Mode,
+        reason: &str,
+        actor: &str,
+    ) -> Result<SyncOutcome, AccessError> {
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            // The projection is read before the system of record: if the write below lands,
+            // nothing was written in between, so this read is still what is stored.
+            let current = self.vault.read(org, user, "_").await?.projection;
+            if mode == Mode::Repair && current.is_none() {
+                return Ok(SyncOutcome {
+                    epoch: 0,
+                    revoked: Vec::new(),
+                    bumped: false,
+                    changed: false,
+                });
+            }
+            let derived = self.derive(org, user).await?;
+            if !derived.exists && current.is_none() {
+                // Nobody to protect: no projection means no token can be served.
+                return Ok(SyncOutcome {
+                    epoch: 0,
+                    revoked: Vec::new(),
+                    bumped: false,
+                    changed: false,
+                });
+            }
+            let held = self.vault.token_connectors(org, user).await?;
+            let lost = lost_access(current.as_ref(), &derived, &held);
+            let revoke = lost || mode == Mode::Purge;
+            let next = Projection {
+                active: derived.active,
+                locked: derived.locked,
+                // Where a new projection starts: now, so that a projection rebuilt after a
+                // vault flush is newer than any token minted before it.
+                epoch: current.as_ref().map_or_else(now_micros, |p| p.epoch),
+                version: 0,
+                connectors: derived.connectors,
+            };
+            let same = current.as_ref().is_some_and(|c| c.same_access(&next));
+            if same && !revoke {
+                // Already in line with this read of the system of record.
+                let epoch = current.as_ref().map_or(0, |p| p.epoch);
+                return Ok(SyncOutcome {
+                    epoch,
+                    revoked: Vec::new(),
+                    bumped: false,
+                    changed: false,
+                });
+            }
+            let write = ProjectionWrite {
+                expected: current.as_ref().map(|p| p.version),
+                projection: &next,
+                revoke,
+            };
+            let (epoch, purged) = match self.vault.write_projection(org, user, write).await? {
+                Written::Moved => continue,
+                Written::Stored { epoch, purged, .. } => (epoch, purged),
+            };
+            if mode == Mode::Repair {
+                self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(org = %org, user = %user, "projection repaired by the reconciler");
+            }
+            if !revoke {
+                if current.is_some() {
+                    self.announce_change(org, user, &next, epoch).await;
+                }
+                return Ok(SyncOutcome {
+                    epoch,
+                    revoked: Vec::new(),
+                    bumped: false,
+                    changed: true,
+                });
+            }
+            self.counters.revocations.fetch_add(1, Ordering::Relaxed);
+            let kind = if derived.locked {
+                "user.locked"
+            } else if !next.active {
+                "user.deactivated"
+            } else {
+                "token.revoked"
+            };
+            let lost_connectors: Vec<String> = current
+                .as_ref()
+                .map(|p| {
+                    p.connectors
+                        .keys()
+                        .filter(|c| !next.connectors.contains_key(*c))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.record_revocation(
+                org,
+                user,
+                epoch,
+                &purged,
+                Revocation {
+                    kind,
+                    reason,
+                    action: if mode == Mode::Purge {
+                        "access.kill_switch"
+                    } else {
+                        "access.revoke"
+                    },
+                    actor,
+                    lost: lost_connectors,
+                    all: (mode != Mode::Purge).then_some(!next.active || next.locked),
+                },
+            )
+            .await?;
+            return Ok(SyncOutcome {
+                epoch,
+                revoked: purged,
+                bumped: true,
+                changed: true,
+            });
+        }
+        tracing::warn!(org = %org, user = %user, "projection write gave up: it kept moving");
+        Err(AccessError::Contended)
+    }
+
+    /// The users whose access depends on a connector: members of the groups its grants name,
+    /// whether membership comes from SCIM or from sign-in assertions.
     pub async fn users_of_connector(
         &self,
         org: &OrgId,
         connector: &str,
     ) -> Result<Vec<UserId>, AccessError> {
-        use crate::domain::connector::GroupSelector;
-        use crate::domain::ports::{IndexedAttr, Scan, SortAttr};
         let grants = self.policy.grants(org).await?;
+        let of: Vec<Grant> = grants
+            .into_iter()
+            .filter(|g| g.connector == connector)
+            .collect();
+        self.users_of_grants(org, &of).await
+    }
+
+    /// The users a set of grants applies to, whatever the source of their groups.
+    pub async fn users_of_grants(
+        &self,
+        org: &OrgId,
+        grants: &[Grant],
+    ) -> Result<Vec<UserId>, AccessError> {
+        use crate::domain::ports::{IndexedAttr, Scan, SortAttr};
         let mut group_ids = Vec::new();
-        for g in grants.iter().filter(|g| g.connector == connector) {
+        let mut names = Vec::new();
+        for g in grants {
             match &g.group {
                 GroupSelector::Id(id) => group_ids.push(id.clone()),
                 GroupSelector::Name(name) => {
+                    names.push(name.clone());
                     let scan = Scan {
                         lookup: Some((IndexedAttr::DisplayName, name.clone())),
                         sort: SortAttr::Natural,
@@ -505,6 +589,9 @@ impl Access {
         }
         let members = self.dir.members_of(org, &group_ids).await?;
         let mut users: Vec<UserId> = members.into_values().flatten().map(|m| m.user_id).collect();
+        if let Some(a) = &self.asserted {
+            users.extend(a.store.users_asserting(org, &names).await?);
+        }
         users.sort();
         users.dedup();
         Ok(users)
@@ -519,4 +606,32 @@ impl Access {
     pub async fn held(&self, org: &OrgId, user: &UserId) -> Result<Vec<String>, AccessError> {
         Ok(self.vault.token_connectors(org, user).await?)
     }
+}
+
+/// Whether going from `current` to `derived` takes anything away: the user stops being
+/// active, becomes locked, or loses a connector or one of its scopes; or a token is held for
+/// a connector no longer entitled.
+fn lost_access(current: Option<&Projection>, derived: &Derived, held: &[String]) -> bool {
+    let usable = derived.active && !derived.locked;
+    let was_usable = current.is_some_and(|p| p.active && !p.locked);
+    let shrank = current.is_some_and(|p| {
+        p.connectors
+            .iter()
+            .any(|(c, scopes)| match derived.connectors.get(c) {
+                None => true,
+                Some(now) => !scopes.iter().all(|s| now.contains(s)),
+            })
+    });
+    let orphaned = held
+        .iter()
+        .any(|f| !derived.connectors.contains_key(field_connector(f)));
+    (!usable && (was_usable || !held.is_empty())) || shrank || orphaned
+}
+
+/// Now in microseconds: the epoch a projection starts at when none exists.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }

@@ -166,6 +166,9 @@ impl Provisioning {
             let (added, removed, mut events) =
                 membership_transition(&old.id, &old_members, &new_members);
             if attrs == old.attributes && added.is_empty() && removed.is_empty() {
+                // Nothing changed, but a retry after a failed revocation lands here: bring in
+                // line the users this group's recent changes named.
+                self.sync_pending_members(ctx, &old.id).await?;
                 return self.render_group(ctx, &old).await;
             }
             let renamed_members: Vec<UserId> =

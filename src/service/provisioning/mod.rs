@@ -109,6 +109,24 @@ impl Provisioning {
         Ok(())
     }
 
+    /// Brings in line the users named by `group`'s directory changes that the reconciler has
+    /// not followed yet (a retried group write that changes nothing completes an interrupted
+    /// one).
+    async fn sync_pending_members(
+        &self,
+        ctx: &ScimCtx,
+        group: &crate::domain::GroupId,
+    ) -> Result<(), ScimError> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let users = access.pending_members(&ctx.org, group).await.map_err(|e| {
+            tracing::error!(error = %e, "pending directory changes not readable");
+            ScimError::status(503, "access could not be confirmed yet; retry the request")
+        })?;
+        self.sync_users(ctx, &users, "scim.group.retry").await
+    }
+
     /// The limits in force (advertised in ServiceProviderConfig).
     pub fn limits(&self) -> ScimLimits {
         self.limits

@@ -2,15 +2,17 @@
 //!
 //! Warm path: one vault round trip (projection + sealed token), no database query; the
 //! decision is made from the projection (fail closed: no projection, no token — it is rebuilt
-//! from the system of record first). A miss mints, seals and stores with a compare-and-set on
-//! the user's epoch, so a mint racing a revocation can never store or return its token.
+//! from the system of record first) and the connector's own ceiling (enabled, scopes). A miss
+//! mints, seals and stores with a compare-and-set on the user's epoch, so a mint racing a
+//! revocation can never store its token.
+//!
+//! Every answer carries the epoch it was decided under. A vend that read the projection
+//! before a revocation may still answer after it; its token carries the older epoch, which
+//! the revocation's event told gateways to drop (CONTRACT.md, the gateway's rule), and which
+//! introspection already answers as inactive. Revocation is held by that state, not by timing.
 
-mod open_cache;
-mod reconfirm;
 mod served;
 
-use reconfirm::Confirmed;
-pub use reconfirm::Reconfirm;
 pub use served::{Served, Vended};
 
 use std::collections::HashMap;
@@ -18,14 +20,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::access::{Access, AccessError, token_field};
-use super::tokens::{MintInput, Signer, TokenRecord, seal};
+use super::tokens::{MintInput, Signer, TokenRecord, open, seal};
 use crate::crypto::seal::{Aad, KeyRing};
 use crate::domain::clock::Clock;
 use crate::domain::connector::{Connector, Strategy};
 use crate::domain::ports::{Directory, IndexedAttr, Scan, SortAttr};
 use crate::domain::vault::{CasOutcome, Projection, VaultError};
 use crate::domain::{OrgId, StoreError, UserId};
-use open_cache::OpenCache;
 
 /// How a gateway names the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub enum VendError {
     /// 403 `user_inactive`
     #[error("the user is not active")]
     UserInactive,
+    /// 403 `user_locked`
+    #[error("the user is locked by an admin")]
+    UserLocked,
     /// 403 `not_entitled`
     #[error("the user is not entitled to this connector")]
     NotEntitled,
@@ -89,6 +93,7 @@ impl VendError {
     pub fn code(&self) -> &'static str {
         match self {
             VendError::UserInactive => "user_inactive",
+            VendError::UserLocked => "user_locked",
             VendError::NotEntitled => "not_entitled",
             VendError::ScopeNotEntitled(_) => "scope_not_entitled",
             VendError::UnknownUser => "unknown_user",
@@ -136,7 +141,6 @@ pub struct Vend {
     refresh_margin_secs: i64,
     connectors: Arc<ConnectorCache>,
     aliases: Arc<AliasCache>,
-    opened: Arc<OpenCache>,
 }
 
 impl Vend {
@@ -160,7 +164,6 @@ impl Vend {
             refresh_margin_secs: refresh_margin_secs as i64,
             connectors: Arc::default(),
             aliases: Arc::default(),
-            opened: Arc::default(),
         }
     }
 
@@ -241,7 +244,6 @@ impl Vend {
             _ => req.connector.clone(),
         };
         for _attempt in 0..3 {
-            let read_at = Instant::now();
             let read = self.access.vault().read(&req.org, &user, &field).await?;
             let projection = match read.projection {
                 Some(p) => p,
@@ -250,9 +252,13 @@ impl Vend {
                     continue;
                 }
             };
-            let scopes = self
-                .decide(&req.org, &projection, &req.connector, requested.as_deref())
-                .await?;
+            let connectors = self.connectors(&req.org).await?;
+            let (connector, scopes) = decide(
+                &projection,
+                &connectors,
+                &req.connector,
+                requested.as_deref(),
+            )?;
             let now = self.clock.now_ms() / 1000;
             let aad = Aad {
                 org: req.org.as_str(),
@@ -263,15 +269,15 @@ impl Vend {
             let fresh = read
                 .sealed
                 .as_deref()
-                .and_then(|sealed| self.opened.open(&self.ring, sealed, &aad).ok())
-                .filter(|o| {
-                    o.record.expires_at - now > self.refresh_margin_secs
-                        && o.record.scopes.as_slice() == scopes
+                .and_then(|sealed| open(&self.ring, sealed, &aad).ok())
+                .filter(|rec| {
+                    rec.expires_at - now > self.refresh_margin_secs
+                        && rec.scopes.as_slice() == scopes
                 });
-            let (served, cached) = match fresh {
-                Some(o) => (o.served.clone(), true),
+            let (rec, cached) = match fresh {
+                Some(rec) => (rec, true),
                 None => {
-                    let rec = self.mint(req, &user, scopes, projection.epoch, now).await?;
+                    let rec = self.mint(req, connector, &user, scopes, projection.epoch, now)?;
                     let sealed = seal(&self.ring, &rec, &aad);
                     match self
                         .access
@@ -284,69 +290,18 @@ impl Vend {
                         // decide again.
                         CasOutcome::EpochMoved => continue,
                     }
-                    (
-                        Arc::new(Served::new(&rec, &req.connector, user.as_str())),
-                        false,
-                    )
+                    (rec, false)
                 }
             };
-            let Some(fence) = self
-                .answer_by(req, &user, projection.epoch, read_at)
-                .await?
-            else {
-                continue;
-            };
-            let (answer_by, rechecks) = fence;
-            let reconfirm = Reconfirm::new(
-                self.access.vault().clone(),
-                *self.access.fence(),
-                req.org.clone(),
-                user,
-                projection.epoch,
-                read_at,
-            );
+            let served = Served::new(&rec, &req.connector, user.as_str(), projection.epoch);
             return Ok(Vended {
-                served,
+                served: Arc::new(served),
                 cached,
-                answer_by,
-                rechecks,
-                reconfirm,
             });
         }
         Err(VendError::Unavailable(
             "the user's access kept changing; retry".into(),
         ))
-    }
-
-    /// Until when a vend that read the user's epoch at `read_at` may answer: while that read
-    /// is older than the fence allows, the epoch is read again (a slow read is retried for as
-    /// long as the fence's re-read budget lasts); `None` when the epoch has moved. The answer
-    /// always leaves at least half the fence's window for the response to be written; it comes
-    /// with the number of re-reads.
-    async fn answer_by(
-        &self,
-        req: &VendRequest,
-        user: &UserId,
-        epoch: u64,
-        read_at: Instant,
-    ) -> Result<Option<(Instant, u32)>, VendError> {
-        let mut rechecks = 0;
-        let confirmed = reconfirm::confirm_epoch(
-            &**self.access.vault(),
-            *self.access.fence(),
-            (&req.org, user, epoch),
-            read_at,
-            read_at,
-            &mut rechecks,
-        )
-        .await?;
-        match confirmed {
-            Confirmed::Until(by) => Ok(Some((by, rechecks))),
-            Confirmed::Moved => Ok(None),
-            Confirmed::OutOfBudget => Err(VendError::Unavailable(
-                "the user's access could not be confirmed quickly enough; retry".into(),
-            )),
-        }
     }
 
     async fn rebuild(&self, org: &OrgId, user: &UserId) -> Result<(), VendError> {
@@ -359,51 +314,15 @@ impl Vend {
         Ok(())
     }
 
-    /// The decision from the projection: the scopes to mint (borrowed from the entitlement
-    /// or the request), or why not.
-    async fn decide<'a>(
-        &self,
-        org: &OrgId,
-        p: &'a Projection,
-        connector: &str,
-        requested: Option<&'a [String]>,
-    ) -> Result<&'a [String], VendError> {
-        if !p.active {
-            return Err(VendError::UserInactive);
-        }
-        let Some(entitled) = p.connectors.get(connector) else {
-            let known = self
-                .connectors(org)
-                .await?
-                .iter()
-                .any(|c| c.id == connector);
-            return Err(if known {
-                VendError::NotEntitled
-            } else {
-                VendError::UnknownConnector
-            });
-        };
-        match requested {
-            None | Some([]) => Ok(entitled),
-            Some(req) => match req.iter().find(|s| !entitled.contains(s)) {
-                Some(s) => Err(VendError::ScopeNotEntitled(s.clone())),
-                None => Ok(req),
-            },
-        }
-    }
-
-    async fn mint(
+    fn mint(
         &self,
         req: &VendRequest,
+        c: &Connector,
         user: &UserId,
         scopes: &[String],
         epoch: u64,
         now: i64,
     ) -> Result<TokenRecord, VendError> {
-        let connectors = self.connectors(&req.org).await?;
-        let Some(c) = connectors.iter().find(|c| c.id == req.connector) else {
-            return Err(VendError::UnknownConnector);
-        };
         match c.strategy {
             Strategy::BrokerJwt => {
                 let ttl = if c.token_ttl_secs > 0 {
@@ -428,5 +347,41 @@ impl Vend {
                 "strategy {other:?} is not available in this version of the broker"
             ))),
         }
+    }
+}
+
+/// The decision: the connector and the scopes to mint (borrowed from the entitlement or the
+/// request), or why not. The projection decides who may have what; the connector's own
+/// definition (enabled, scope ceiling) bounds it once more, so a connector disabled or
+/// narrowed a moment ago vends nothing beyond its definition even before every projection
+/// has been re-derived.
+fn decide<'a>(
+    p: &'a Projection,
+    connectors: &'a [Connector],
+    connector: &str,
+    requested: Option<&'a [String]>,
+) -> Result<(&'a Connector, &'a [String]), VendError> {
+    if p.locked {
+        return Err(VendError::UserLocked);
+    }
+    if !p.active {
+        return Err(VendError::UserInactive);
+    }
+    let Some(c) = connectors.iter().find(|c| c.id == connector) else {
+        return Err(VendError::UnknownConnector);
+    };
+    let Some(entitled) = p.connectors.get(connector).filter(|_| c.enabled) else {
+        return Err(VendError::NotEntitled);
+    };
+    let scopes: &[String] = match requested {
+        None | Some([]) => entitled,
+        Some(req) => match req.iter().find(|s| !entitled.contains(s)) {
+            Some(s) => return Err(VendError::ScopeNotEntitled(s.clone())),
+            None => req,
+        },
+    };
+    match scopes.iter().find(|s| !c.scopes.contains(s)) {
+        Some(s) => Err(VendError::ScopeNotEntitled(s.clone())),
+        None => Ok((c, scopes)),
     }
 }

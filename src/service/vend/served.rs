@@ -1,16 +1,13 @@
-//! What a vend hands out, built once per token rather than once per request: the JSON body of
-//! the 200 response (CONTRACT.md) and the facts the audit record names. A warm vend serves the
-//! same `Served` as long as the vault returns the same sealed record, so it copies, escapes
-//! and formats nothing; the body's bytes are shared, and wiped when the last copy is dropped.
+//! What a vend hands out: the JSON body of the 200 response (CONTRACT.md), with the epoch
+//! the token was issued under, and the facts the audit record names. The body's bytes are
+//! shared with the response and wiped when the last copy is dropped.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use zeroize::Zeroize;
 
 use super::super::tokens::TokenRecord;
-use super::Reconfirm;
 
 /// A token as served: its response body and what the audit records about it.
 pub struct Served {
@@ -26,6 +23,8 @@ pub struct Served {
     pub user_id: String,
     /// The token's id (`jti`): what the audit log names instead of the token.
     pub jti: String,
+    /// The user's epoch the token was issued under.
+    pub epoch: u64,
 }
 
 /// The 200 body of `POST /internal/v1/token`, serialised straight from borrows.
@@ -37,6 +36,7 @@ struct TokenResponse<'a> {
     scopes: &'a [String],
     connector: &'a str,
     user_id: &'a str,
+    epoch: u64,
 }
 
 /// Bytes that are zeroed when the last `Bytes` sharing them is dropped.
@@ -55,8 +55,8 @@ impl Drop for Wiped {
 }
 
 impl Served {
-    /// The served form of `rec`, minted for `user_id` on `connector`.
-    pub fn new(rec: &TokenRecord, connector: &str, user_id: &str) -> Self {
+    /// The served form of `rec`, minted for `user_id` on `connector` under `epoch`.
+    pub fn new(rec: &TokenRecord, connector: &str, user_id: &str, epoch: u64) -> Self {
         let body = serde_json::to_vec(&TokenResponse {
             access_token: &rec.access_token,
             token_type: "Bearer",
@@ -64,6 +64,7 @@ impl Served {
             scopes: &rec.scopes,
             connector,
             user_id,
+            epoch,
         })
         // Serialising strings and numbers into a Vec cannot fail.
         .unwrap_or_default();
@@ -74,6 +75,7 @@ impl Served {
             connector: connector.to_string(),
             user_id: user_id.to_string(),
             jti: rec.jti.clone(),
+            epoch,
         }
     }
 
@@ -83,19 +85,13 @@ impl Served {
     }
 }
 
-/// A token handed to a gateway, with how it was obtained and until when it may be sent.
+/// A token handed to a gateway, with how it was obtained.
 #[derive(Clone, Debug)]
 pub struct Vended {
     /// The token as served (response body and audit facts).
     pub served: Arc<Served>,
     /// Whether it came from the vault (true) or was minted for this request.
     pub cached: bool,
-    /// The response carrying the token must be written before this (the vend fence).
-    pub answer_by: Instant,
-    /// Extra epoch reads the vend fence asked for (0 on a prompt vend: one round trip).
-    pub rechecks: u32,
-    /// How the response confirms the epoch again if it misses `answer_by`.
-    pub reconfirm: Reconfirm,
 }
 
 impl std::fmt::Debug for Served {
@@ -104,6 +100,7 @@ impl std::fmt::Debug for Served {
             .field("connector", &self.connector)
             .field("user_id", &self.user_id)
             .field("jti", &self.jti)
+            .field("epoch", &self.epoch)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -122,7 +119,7 @@ mod tests {
             jti: "j1".into(),
             minted_at: 1_999_999_000,
         };
-        let s = Served::new(&rec, "github", "u-1");
+        let s = Served::new(&rec, "github", "u-1", 1_796_658_584_712_817);
         let v: serde_json::Value = serde_json::from_slice(&s.body()).unwrap();
         assert_eq!(
             v,
@@ -133,6 +130,7 @@ mod tests {
                 "scopes": ["repo:read", "repo:write"],
                 "connector": "github",
                 "user_id": "u-1",
+                "epoch": 1_796_658_584_712_817u64,
             })
         );
         assert!(!format!("{s:?}").contains("secret"));

@@ -8,7 +8,7 @@ use super::RedisVault;
 use crate::domain::vault::{Ephemeral, VaultError};
 
 /// Sign-in state, sessions and replay caches as plain Redis strings with a TTL (`SET PX`,
-/// `GETDEL` (Redis 6.2+), `SET NX PX`).
+/// `GETDEL` (Redis 6.2+), `SET NX PX`), and counters (`INCR`, `PEXPIRE` on creation).
 #[async_trait]
 impl Ephemeral for RedisVault {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), VaultError> {
@@ -45,7 +45,27 @@ impl Ephemeral for RedisVault {
         let set: Option<String> = self.conn.query(&cmd, self.op_timeout, "eph.claim").await?;
         Ok(set.is_some())
     }
+
+    async fn count(&self, key: &str, ttl: Duration) -> Result<u64, VaultError> {
+        // One atomic step on the key's node: a counter created here gets its TTL at once.
+        let mut invocation = COUNT.key(key);
+        invocation.arg(ttl_ms(ttl));
+        self.conn
+            .invoke(&invocation, self.op_timeout, "eph.count")
+            .await
+    }
 }
+
+/// `KEYS[1]` the counter; `ARGV[1]` its TTL in ms, set when the counter is created.
+static COUNT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+",
+    )
+});
 
 /// A TTL in whole milliseconds, at least one (Redis refuses zero).
 fn ttl_ms(ttl: Duration) -> u64 {

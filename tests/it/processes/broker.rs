@@ -61,25 +61,9 @@ impl Broker {
     }
 
     /// SIGTERM; the process must drain and exit 0 on its own. Then accounts for what `api`
-    /// retried: every dropped vend connection was a token response the fence withheld on
-    /// purpose (`auth_broker_vend_withheld_total`), and every 503 a vend that could not
-    /// confirm the user's epoch in time (its log says so), never a failure of another kind.
+    /// retried: no vend connection was ever dropped, and every 503 was a vend whose user's
+    /// access kept changing under it (its log says so), never a failure of another kind.
     pub(super) async fn stop(mut self, api: &Api) {
-        let metrics = client()
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let withheld: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("auth_broker_vend_withheld_total "))
-            .expect("withheld counter in /metrics")
-            .trim()
-            .parse()
-            .unwrap();
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -98,29 +82,19 @@ impl Broker {
             .filter(|l| l.contains("\"vend unavailable\""))
             .collect();
         for line in &unavailable {
-            assert!(
-                line.contains("could not be confirmed quickly enough"),
-                "{line}"
-            );
+            assert!(line.contains("kept changing"), "{line}");
         }
         let dropped = api.dropped.load(Ordering::Relaxed);
         let shed = api.shed.load(Ordering::Relaxed);
-        assert_eq!(
-            dropped, withheld,
-            "dropped vend connections at {}",
-            self.base
-        );
+        assert_eq!(dropped, 0, "dropped vend connections at {}", self.base);
         assert_eq!(
             shed,
             unavailable.len() as u64,
             "503s at {}: {log}",
             self.base
         );
-        if dropped + shed > 0 {
-            eprintln!(
-                "{}: vend fence load shedding, retried: {dropped} withheld, {shed} answered 503",
-                self.base
-            );
+        if shed > 0 {
+            eprintln!("{}: {shed} vends answered 503 and retried", self.base);
         }
     }
 }

@@ -18,6 +18,8 @@ pub(super) fn event(org: &OrgId, n: usize) -> BusEvent {
         org: org.as_str().into(),
         user_id: Some(format!("user-{n}")),
         connectors: vec!["github".into()],
+        // Past 2^53: the epoch crosses the bus exactly.
+        epoch: (1u64 << 53) + n as u64,
         at_ms: 1_700_000_000_000 + n as i64,
     }
 }

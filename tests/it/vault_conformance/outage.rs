@@ -8,7 +8,7 @@ use auth_broker::domain::{OrgId, UserId};
 use auth_broker::store::vault_redis::{RedisBus, RedisVault};
 
 use super::bus::{event, two_replicas};
-use super::{fresh_org, projection};
+use super::{fresh_org, projection, put_projection};
 use crate::redis_fixture::{
     RedisServer, free_port, private_cluster, require_reachable, wait_cluster_ok,
 };
@@ -61,7 +61,7 @@ async fn vault_redis_outage_fails_fast_and_recovers() {
     // Redis appears: the vault connects by itself.
     let mut server = RedisServer::start(port).unwrap();
     let first_up = recovery_time(&v, Duration::from_secs(5)).await;
-    v.put_projection(&org, &user, &projection(true, 1, &[]))
+    put_projection(&v, &org, &user, &projection(true, 1, &[]))
         .await
         .unwrap();
 
@@ -77,10 +77,11 @@ async fn vault_redis_outage_fails_fast_and_recovers() {
     let _server = RedisServer::start(port).unwrap();
     let recovered = recovery_time(&v, Duration::from_secs(5)).await;
     assert_eq!(
-        v.put_projection(&org, &user, &projection(true, 4, &[]))
+        put_projection(&v, &org, &user, &projection(true, 4, &[]))
             .await
             .unwrap(),
-        4
+        4,
+        "the restarted server kept nothing: a new projection"
     );
     assert_eq!(
         v.store_token(&org, &user, "github", 4, b"t").await.unwrap(),
@@ -98,7 +99,7 @@ async fn vault_redis_outage_fails_fast_and_recovers() {
     let _server = RedisServer::start(port).unwrap();
     let recovered_long = recovery_time(&v, Duration::from_secs(5)).await;
     assert_eq!(
-        v.put_projection(&org, &user, &projection(true, 1, &[]))
+        put_projection(&v, &org, &user, &projection(true, 1, &[]))
             .await
             .unwrap(),
         1
@@ -138,7 +139,7 @@ async fn vault_redis_cluster_node_outage() {
     let org = fresh_org();
     let users: Vec<UserId> = (0..30).map(|_| UserId::generate()).collect();
     for u in &users {
-        v.put_projection(&org, u, &projection(true, 1, &[]))
+        put_projection(&v, &org, u, &projection(true, 1, &[]))
             .await
             .unwrap();
     }

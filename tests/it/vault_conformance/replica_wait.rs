@@ -9,8 +9,8 @@ use auth_broker::domain::vault::{CasOutcome, Vault, VaultError};
 use auth_broker::domain::{OrgId, UserId};
 use auth_broker::store::vault_redis::RedisVault;
 
-use super::projection;
 use super::sentinel::{OP, RECOVERY_BOUND, SLACK, put_confirmed};
+use super::{projection, revoke};
 use crate::redis_fixture::RedisServer;
 
 /// The vault's replica wait (`REPLICA_WAIT`).
@@ -52,13 +52,7 @@ pub(super) async fn revocations_wait_for(
     }
 
     // Acknowledged: already on the replica when the call returns.
-    let (epoch, _) = v
-        .revoke(
-            org,
-            user,
-            &projection(true, 1, &[("slack", &[])]),
-            Some(&["github".into()]),
-        )
+    let (epoch, _) = revoke(v, org, user, &projection(true, 1, &[("slack", &[])]))
         .await
         .unwrap();
     assert_eq!(epoch, 2);
@@ -67,11 +61,16 @@ pub(super) async fn revocations_wait_for(
         Some("2")
     );
     assert_eq!(on_replica(replica.port, &key, "t:github").await, None);
+    let stored = v
+        .store_token(org, user, "slack", 2, b"sealed")
+        .await
+        .unwrap();
+    assert_eq!(stored, CasOutcome::Stored);
 
     // The replica stalls: the next revocation is in force on the master but not confirmed.
     replica.pause();
     let started = Instant::now();
-    let refused = v.revoke(org, user, &projection(false, 2, &[]), None).await;
+    let refused = revoke(v, org, user, &projection(false, 2, &[])).await;
     let took = started.elapsed();
     replica.resume();
     match &refused {

@@ -1,0 +1,103 @@
+//! What a projection write tells the world: the event every replica relays to its gateways
+//! (carrying the user's new epoch), and for a revocation the offboarding receipt and audit
+//! record, kept before the caller answers.
+
+use serde_json::json;
+
+use super::{Access, AccessError, field_connector};
+use crate::domain::audit::AuditEntry;
+use crate::domain::vault::{BusEvent, Projection};
+use crate::domain::{OrgId, UserId};
+
+use super::Receipt;
+
+/// What a revocation is, for its event, receipt and audit record.
+pub(super) struct Revocation<'a> {
+    pub(super) kind: &'static str,
+    pub(super) reason: &'a str,
+    pub(super) action: &'static str,
+    pub(super) actor: &'a str,
+    /// Connectors lost without a stored token (still announced and receipted).
+    pub(super) lost: Vec<String>,
+    /// Whether every entitlement was lost (directory-driven revocations say so).
+    pub(super) all: Option<bool>,
+}
+
+impl Access {
+    /// Tells every replica that the user's entitlements changed (nothing was revoked). A
+    /// failure to publish is logged: the projection already holds the change.
+    pub(super) async fn announce_change(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        next: &Projection,
+        epoch: u64,
+    ) {
+        let event = BusEvent {
+            kind: "entitlements.changed".into(),
+            org: org.to_string(),
+            user_id: Some(user.to_string()),
+            connectors: next.connectors.keys().cloned().collect(),
+            epoch,
+            at_ms: self.clock.now_ms(),
+        };
+        if let Err(e) = self.bus.publish(&event).await {
+            tracing::warn!(error = %e, "entitlements event not published");
+        }
+    }
+
+    /// Publishes a revocation's event and keeps its receipt and audit record.
+    pub(super) async fn record_revocation(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        epoch: u64,
+        purged: &[String],
+        r: Revocation<'_>,
+    ) -> Result<(), AccessError> {
+        let now = self.clock.now_ms();
+        let mut connectors: Vec<String> = purged
+            .iter()
+            .map(|f| field_connector(f).to_string())
+            .chain(r.lost)
+            .collect();
+        connectors.sort();
+        connectors.dedup();
+        let event = BusEvent {
+            kind: r.kind.into(),
+            org: org.to_string(),
+            user_id: Some(user.to_string()),
+            connectors: connectors.clone(),
+            epoch,
+            at_ms: now,
+        };
+        if let Err(e) = self.bus.publish(&event).await {
+            tracing::warn!(error = %e, "revocation event not published; gateways learn the epoch on their next vend");
+        }
+        let receipt = Receipt {
+            org: org.clone(),
+            user: user.clone(),
+            reason: r.reason.to_string(),
+            epoch,
+            connectors: connectors.clone(),
+            at_ms: now,
+        };
+        let summary = match r.all {
+            Some(all) => {
+                json!({"reason": r.reason, "epoch": epoch, "connectors": connectors, "all": all})
+            }
+            None => json!({"reason": r.reason, "epoch": epoch, "connectors": connectors}),
+        };
+        let audit = AuditEntry {
+            org: org.clone(),
+            at_ms: now,
+            actor: r.actor.to_string(),
+            action: r.action.into(),
+            resource_type: "User".into(),
+            resource_id: user.to_string(),
+            summary,
+        };
+        self.receipts.record(&receipt, &audit).await?;
+        Ok(())
+    }
+}
