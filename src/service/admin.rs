@@ -430,14 +430,23 @@ impl Admin {
         };
         let held = self.access.held(org, user).await?;
         let lock = self.access.lock_of(org, user).await?;
-        let epoch = self
+        // What the vault enforces now (absent until the user's first vend or change).
+        let projection = self
             .access
             .vault()
             .read(org, user, "_")
             .await
             .map_err(AccessError::from)?
-            .projection
-            .map(|p| p.epoch);
+            .projection;
+        let epoch = projection.as_ref().map(|p| p.epoch);
+        let projection = projection.map(|p| {
+            json!({
+                "active": p.active,
+                "locked": p.locked,
+                "epoch": p.epoch,
+                "connectors": p.connectors,
+            })
+        });
         Ok(json!({
             "id": u.id.as_str(),
             "user_name": u.user_name,
@@ -449,6 +458,7 @@ impl Admin {
                 "at": crate::domain::clock::rfc3339(l.at_ms),
             })),
             "epoch": epoch,
+            "projection": projection,
             "entitlements": ent,
             "live_tokens": held,
         }))

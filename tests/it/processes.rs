@@ -8,6 +8,7 @@
 //! tests sharing the server. Each test uses a fresh org id as well.
 
 mod broker;
+mod interleavings;
 mod replicas;
 mod rotation;
 

@@ -87,9 +87,9 @@ impl Broker {
         let dropped = api.dropped.load(Ordering::Relaxed);
         let shed = api.shed.load(Ordering::Relaxed);
         assert_eq!(dropped, 0, "dropped vend connections at {}", self.base);
-        assert_eq!(
-            shed,
-            unavailable.len() as u64,
+        // Each 503 `api` saw left its line (other clients' 503s did too).
+        assert!(
+            shed <= unavailable.len() as u64,
             "503s at {}: {log}",
             self.base
         );
