@@ -285,11 +285,12 @@ pub(crate) async fn finish(prepared: Prepared, grace: Duration) {
     prepared.store.close().await;
 }
 
-/// Grants whose users may have lost access through a config change, per org.
+/// Grants whose users' access a config change may have changed, per org.
 type ConfigChanges = Vec<(domain::OrgId, Vec<domain::connector::Grant>)>;
 
-/// Brings in line, before serving, the users a config change may have taken access from: the
-/// users of every grant, before the change, of a connector whose definition or grants changed.
+/// Brings in line, before serving, the users whose access a config change may have changed:
+/// the users of every grant, before and after the change, of a connector whose definition or
+/// grants changed.
 /// A failure (the vault is down) is logged; the reconciler's first sweep at start repairs it,
 /// and vends meanwhile are bounded by each connector's current definition.
 async fn resync_config_changes(access: &service::access::Access, changes: &ConfigChanges) {
@@ -310,7 +311,7 @@ async fn resync_config_changes(access: &service::access::Access, changes: &Confi
 }
 
 /// Replaces each org's config-declared connectors and grants (GitOps) with what config says,
-/// and returns, per org, the grants (as they were before) of connectors that changed.
+/// and returns, per org, the grants (before and after) of connectors that changed.
 async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result<ConfigChanges> {
     use domain::connector::{ActionSet, Connector, Grant, GroupSelector};
     use domain::ports::PolicyStore;
@@ -378,9 +379,11 @@ async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result
             };
             def(&before.0) != def(&after.0) || of(&before.1) != of(&after.1)
         };
+        // Users who may lose access (grants as they were) or gain it (grants as they are).
         let affected: Vec<Grant> = before
             .1
             .iter()
+            .chain(&after.1)
             .filter(|g| changed(&g.connector))
             .cloned()
             .collect();

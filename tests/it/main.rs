@@ -14,6 +14,7 @@ mod interleavings;
 mod lifecycle;
 mod log_capture;
 mod no_secrets;
+mod offboarding;
 mod oidc;
 mod okta;
 mod ops;

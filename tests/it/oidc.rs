@@ -511,6 +511,109 @@ async fn asserted_groups_grant_and_revoke_like_scim_groups() {
     s.stop().await;
 }
 
+/// Admin changes that take access away reach users whose groups come from sign-in, not only
+/// members of SCIM groups: a deleted grant and a disabled connector revoke their tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_revoke_users_whose_groups_come_from_sign_in() {
+    let (idp, s, _) = hostile_setup(|c| {
+        c.jit = true;
+        c.groups_source = auth_broker::config::GroupsSource::Assertion;
+    })
+    .await;
+    let start = format!("{}/auth/acme/login", s.base());
+    idp.set_user("jit-admin", &["Engineering"]);
+    let (r, _) = sign_in(&browser(), &start).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
+    let found = s
+        .acme()
+        .get("/Users?filter=externalId%20eq%20%22jit-admin%22")
+        .await;
+    let id = found.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = s.vend(&id).await.body["access_token"]
+        .as_str()
+        .expect("entitled by the asserted group")
+        .to_string();
+
+    // The grant naming the asserted group is deleted.
+    let r = s
+        .admin(
+            Method::DELETE,
+            "/admin/v1/orgs/acme/grants/eng-github",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_eq!(s.introspect(&token).await["active"], false);
+    let denied = s.vend(&id).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{:?}", denied.body);
+    assert_eq!(denied.body["code"], "not_entitled");
+
+    // Granted again, then the connector is disabled.
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/orgs/acme/grants",
+            Some(
+                json!({"group": "engineering", "connector": "github", "scopes": ["repo:read"],
+                "actions": {"read": "allow", "write": "allow", "delete": "blocked"}}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = s.vend(&id).await.body["access_token"]
+        .as_str()
+        .expect("entitled again")
+        .to_string();
+    let r = s
+        .admin(
+            Method::PUT,
+            "/admin/v1/orgs/acme/connectors/github",
+            Some(
+                json!({"strategy": "broker_jwt", "audience": "https://mcp.github.example",
+                "scopes": ["repo:read", "repo:write", "admin:org"], "enabled": false}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(s.introspect(&token).await["active"], false);
+    assert_eq!(s.vend(&id).await.body["code"], "not_entitled");
+    s.stop().await;
+}
+
+/// Anyone may start a sign-in, so the state it stores is capped per org: beyond
+/// `server.max_pending_logins` the login route answers 429, and other orgs are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_sign_ins_are_capped_per_org() {
+    let idp = HostileIdp::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let mut c = with_oidc(
+        with_github(test_config(&url, &dir)),
+        &idp.issuer,
+        SECRET,
+        |_| {},
+    );
+    c.server.max_pending_logins = 5;
+    let s = TestServer::start_on(listener, Backend::Postgres, c).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = format!("{}/auth/acme/login", s.base());
+    for i in 0..5 {
+        let r = http.get(&start).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "sign-in {i}");
+    }
+    let r = http.get(&start).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("too_many_logins"), "{body}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_are_secure_behind_https() {
     let idp = HostileIdp::start().await;

@@ -428,6 +428,16 @@ async fn metrics_count_each_refusal_under_its_own_code() {
         )
         .await;
     assert_problem(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Without a valid key nothing of the body is read: 401, however large it is.
+    let r = s
+        .gateway(
+            "ab_gw_not_a_key",
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": big}, "connector": "github"})),
+        )
+        .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
     let r = s
         .gateway(
             ACME_GATEWAY,
@@ -448,6 +458,29 @@ async fn metrics_count_each_refusal_under_its_own_code() {
             .is_some_and(|n| n >= 1.0),
         "the 413 is counted under the code it answered:\n{text}"
     );
+    s.stop().await;
+}
+
+/// A caller without a valid gateway key is answered before the broker reads its body: a
+/// request that announces a body and never sends it gets its 401 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_route_authenticates_before_reading_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(Backend::Sqlite).await;
+    let addr = s.base().trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /internal/v1/token HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer ab_gw_wrong\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), tcp.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     s.stop().await;
 }
 

@@ -140,3 +140,63 @@ async fn two_replicas_see_each_others_revocations() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Point 1 of the revocation guarantee, with the fault placed between two steps: broker A's
+/// vault is slowed down (every command it sends arrives 40 ms late), so A's group change is
+/// held between its reads and its projection write while broker B deactivates the same user.
+/// Whatever the offset, the deactivation is what the data says afterwards: the user is
+/// inactive in the projection and refused, never written back as active by A's stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_in_flight_cannot_undo_a_deactivation() {
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
+    let upstream = redis_url()
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let slow = crate::support::CutProxy::start_slow(upstream, Duration::from_millis(40)).await;
+    let mut cfg_a = cfg.clone();
+    cfg_a.storage.redis_url = Some(format!("redis://{}", slow.addr));
+    cfg_a.storage.redis_timeout_ms = 1_000;
+    let a = TestServer::start_with(Backend::Postgres, cfg_a).await;
+    let b = TestServer::start_with(Backend::Postgres, cfg).await;
+    let design = b.acme().create_group("Design", &[]).await;
+    let mut resurrected = Vec::new();
+    for (trial, offset_ms) in (0..=60).step_by(5).enumerate() {
+        let (ann, _) = engineer(&b, &format!("held-{trial}@acme.example")).await;
+        assert_eq!(b.vend(&ann).await.status, StatusCode::OK);
+        let join = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": ann}]}]});
+        let held = {
+            let scim = a.acme();
+            let path = format!("/Groups/{design}");
+            tokio::spawn(async move { scim.patch(&path, join).await })
+        };
+        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+        let r = b.okta_deactivate(&ann).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let r = held.await.unwrap();
+        assert!(
+            matches!(r.status.as_u16(), 200 | 503),
+            "{} {:?}",
+            r.status,
+            r.body
+        );
+        let view = b.user_view(&ann).await;
+        let vend = b.vend(&ann).await;
+        if view.body["projection"]["active"] != false || vend.status == StatusCode::OK {
+            resurrected.push((offset_ms, view.body.clone()));
+        } else {
+            assert_eq!(vend.body["code"], "user_inactive");
+        }
+    }
+    assert!(
+        resurrected.is_empty(),
+        "deactivations undone by a change held in flight: {resurrected:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

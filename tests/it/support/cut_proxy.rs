@@ -1,5 +1,6 @@
-//! A TCP proxy in front of PostgreSQL that a test can sever and restore, to simulate an
-//! outage of the database alone.
+//! A TCP proxy in front of PostgreSQL or Redis that a test can sever and restore, to simulate
+//! an outage of one service alone, or slow down, to hold one broker's calls in flight while
+//! another acts (a fault between two steps).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
-/// A TCP proxy in front of PostgreSQL that a test can sever to simulate an outage.
+/// A TCP proxy that a test can sever to simulate an outage.
 pub struct CutProxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
@@ -21,6 +22,12 @@ struct ProxyState {
 impl CutProxy {
     /// Forwards a local port to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Self {
+        Self::start_slow(upstream, std::time::Duration::ZERO).await
+    }
+
+    /// Forwards a local port to `upstream`, delivering what the client sends `delay` late (in
+    /// order, each byte delayed by the same amount; answers flow back at once).
+    pub async fn start_slow(upstream: SocketAddr, delay: std::time::Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ProxyState {
@@ -36,8 +43,13 @@ impl CutProxy {
                     continue;
                 }
                 let task = tokio::spawn(async move {
-                    if let Ok(mut out) = TcpStream::connect(upstream).await {
+                    let Ok(mut out) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    } else {
+                        forward_late(inbound, out, delay).await;
                     }
                 });
                 guard.conns.push(task);
@@ -59,4 +71,35 @@ impl CutProxy {
     pub async fn restore(&self) {
         self.state.lock().await.up = true;
     }
+}
+
+/// Client to server `delay` late, server to client at once.
+async fn forward_late(inbound: TcpStream, out: TcpStream, delay: std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = inbound.into_split();
+    let (mut from_server, mut to_server) = out.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from_client.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to_server.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    reader.abort();
+    writer.abort();
 }
