@@ -208,7 +208,10 @@ pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
     let mut c = Config::default();
     c.storage.database_url = Some(database_url.to_string());
     c.storage.data_dir = data_dir.to_path_buf();
-    c.storage.acquire_timeout_ms = 1000;
+    // Many brokers start and run at once on two CPUs: each keeps few idle connections, and
+    // waits longer for one than production would before answering 503.
+    c.storage.acquire_timeout_ms = 2000;
+    c.storage.min_connections = Some(2);
     c.scim.max_filter_scan = 2000;
     for (org, token) in [("acme", ACME_TOKEN), ("globex", GLOBEX_TOKEN)] {
         c.orgs.insert(
