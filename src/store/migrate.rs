@@ -30,6 +30,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "sign_in",
         include_str!("../../migrations/postgres/0004_sign_in.sql"),
     ),
+    (
+        5,
+        "issuers",
+        include_str!("../../migrations/postgres/0005_issuers.sql"),
+    ),
 ];
 const SQLITE: &[(i64, &str, &str)] = &[
     (
@@ -51,6 +56,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         4,
         "sign_in",
         include_str!("../../migrations/sqlite/0004_sign_in.sql"),
+    ),
+    (
+        5,
+        "issuers",
+        include_str!("../../migrations/sqlite/0005_issuers.sql"),
     ),
 ];
 

@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod gateway;
 mod idp;
+mod issuer;
 mod lifecycle;
 mod log_capture;
 mod no_secrets;
