@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::Problem;
 use crate::crypto::signing::jwks;
+use crate::domain::audit::AuditEntry;
 use crate::service::bootstrap::{GatewayGrant, ResourceGrant};
 use crate::service::introspection::Caller;
 
@@ -69,18 +70,47 @@ async fn metadata(
     })))
 }
 
-/// RFC 6749 §5.2 error body.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut r = (
-        status,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+/// The failures of the OAuth endpoints, each one RFC 6749 §5.2 body and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OAuthError {
+    /// 401 `invalid_client` (with `WWW-Authenticate: Bearer`): no or an unknown credential.
+    InvalidClient,
+    /// 400 `invalid_request`: no form-encoded `token`.
+    InvalidRequest,
+    /// 503 `temporarily_unavailable`: the vault or the credential index did not answer.
+    Unavailable,
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let (status, error, description) = match self {
+            OAuthError::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "a gateway key or resource-server credential is required",
+            ),
+            OAuthError::InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "token is required (form-encoded)",
+            ),
+            OAuthError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "retry",
+            ),
+        };
+        let mut r = (
+            status,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response();
+        if self == OAuthError::InvalidClient {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
     }
-    r
 }
 
 #[derive(Deserialize)]
@@ -98,6 +128,13 @@ enum Client {
 }
 
 impl Client {
+    fn actor(&self) -> &str {
+        match self {
+            Client::Gateway(g) => &g.actor,
+            Client::Resource(r) => &r.actor,
+        }
+    }
+
     fn caller(&self) -> Caller<'_> {
         match self {
             Client::Gateway(g) => Caller::Gateway { orgs: &g.orgs },
@@ -110,14 +147,7 @@ impl Client {
 }
 
 /// A gateway key or a resource-server credential: one hash and one map look-up each.
-fn client(s: &AppState, headers: &HeaderMap) -> Result<Client, Response> {
-    let invalid = || {
-        oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "a gateway key or resource-server credential is required",
-        )
-    };
+fn client(s: &AppState, headers: &HeaderMap) -> Result<Client, OAuthError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -125,59 +155,43 @@ fn client(s: &AppState, headers: &HeaderMap) -> Result<Client, Response> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, k)| k.trim())
         .filter(|k| !k.is_empty())
-        .ok_or_else(invalid)?;
-    let index = s.credentials.read().map_err(|_| {
-        oauth_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "retry",
-        )
-    })?;
+        .ok_or(OAuthError::InvalidClient)?;
+    let index = s.credentials.read().map_err(|_| OAuthError::Unavailable)?;
     if let Some(g) = index.verify_gateway(presented) {
         return Ok(Client::Gateway(g));
     }
     index
         .verify_resource(presented)
         .map(Client::Resource)
-        .ok_or_else(invalid)
+        .ok_or(OAuthError::InvalidClient)
 }
 
 type TokenFormResult = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
 
-fn token_of(form: TokenFormResult) -> Result<String, Response> {
-    form.map(|Form(f)| f.token).map_err(|_| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required (form-encoded)",
-        )
-    })
+fn token_of(form: TokenFormResult) -> Result<String, OAuthError> {
+    form.map(|Form(f)| f.token)
+        .map_err(|_| OAuthError::InvalidRequest)
 }
 
-fn unavailable(e: crate::domain::vault::VaultError) -> Response {
+fn unavailable(e: crate::domain::vault::VaultError) -> OAuthError {
     tracing::warn!(error = %e, "introspection or revocation unavailable");
-    oauth_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        "retry",
-    )
+    OAuthError::Unavailable
 }
 
 async fn introspect(
     State(s): State<AppState>,
     headers: HeaderMap,
     form: TokenFormResult,
-) -> Response {
-    let client = match client(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let token = match token_of(form) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match s.introspection.introspect(client.caller(), &token).await {
-        Ok(Some(claims)) => {
+) -> Result<Response, OAuthError> {
+    let client = client(&s, &headers)?;
+    let token = token_of(form)?;
+    match s
+        .introspection
+        .introspect(client.caller(), &token)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(claims) => {
             let mut out = json!({"active": true, "token_type": "Bearer"});
             for k in [
                 "iss",
@@ -193,25 +207,39 @@ async fn introspect(
                     out[k] = v.clone();
                 }
             }
-            Json(out).into_response()
+            Ok(Json(out).into_response())
         }
-        Ok(None) => Json(json!({"active": false})).into_response(),
-        Err(e) => unavailable(e),
+        None => Ok(Json(json!({"active": false})).into_response()),
     }
 }
 
-async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: TokenFormResult) -> Response {
-    let client = match client(&s, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let token = match token_of(form) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+async fn revoke(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    form: TokenFormResult,
+) -> Result<Response, OAuthError> {
+    let client = client(&s, &headers)?;
+    let token = token_of(form)?;
     // RFC 7009 §2.2: an invalid, unknown or foreign token is not an error.
-    match s.introspection.revoke(client.caller(), &token).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => unavailable(e),
+    let revoked = s
+        .introspection
+        .revoke(client.caller(), &token)
+        .await
+        .map_err(unavailable)?;
+    if let Some(revoked) = revoked {
+        let entry = AuditEntry {
+            org: revoked.org.clone(),
+            at_ms: s.clock.now_ms(),
+            actor: client.actor().to_string(),
+            action: "token.revoke".into(),
+            resource_type: "User".into(),
+            resource_id: revoked.user.to_string(),
+            summary: json!({"connector": revoked.connector, "jti": revoked.jti}),
+        };
+        // The token is already revoked: a full audit queue cannot undo that.
+        if s.audit.record(entry).is_err() {
+            tracing::warn!(org = %revoked.org, jti = %revoked.jti, "audit queue full; token revocation not audited");
+        }
     }
+    Ok(StatusCode::OK.into_response())
 }

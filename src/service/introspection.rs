@@ -116,6 +116,19 @@ impl DiscardCached for ExpireInPlace {
     }
 }
 
+/// The token a revocation ended (for its audit record; never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// Its org.
+    pub org: OrgId,
+    /// Its user (`sub`).
+    pub user: UserId,
+    /// Its connector (`ab_con`).
+    pub connector: String,
+    /// Its id (`jti`).
+    pub jti: String,
+}
+
 /// The introspection and revocation service.
 #[derive(Clone)]
 pub struct Introspection {
@@ -203,10 +216,15 @@ impl Introspection {
         Ok((p.active && p.epoch == epoch && scopes_ok).then_some(claims))
     }
 
-    /// Revokes `token` (that one `jti`) if it is one of the caller's; does nothing otherwise.
-    pub async fn revoke(&self, caller: Caller<'_>, token: &str) -> Result<(), VaultError> {
+    /// Revokes `token` (that one `jti`) if it is one of the caller's and says which token it
+    /// was; does nothing otherwise.
+    pub async fn revoke(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+    ) -> Result<Option<Revoked>, VaultError> {
         let Some((org, claims)) = self.owned(caller, token).await else {
-            return Ok(());
+            return Ok(None);
         };
         let (Some(jti), Some(user), Some(connector), Some(exp)) = (
             claims.get("jti").and_then(Value::as_str),
@@ -214,16 +232,20 @@ impl Introspection {
             claims.get("ab_con").and_then(Value::as_str),
             claims.get("exp").and_then(Value::as_i64),
         ) else {
-            return Ok(());
+            return Ok(None);
         };
         let now = self.clock.now_ms() / 1000;
         let ttl = Duration::from_secs((exp - now + LEEWAY_SECS).max(1) as u64);
         self.eph.put(&revoked_key(org, jti), b"1", ttl).await?;
-        let (org, user) = (OrgId::new(org), UserId::new(user));
-        self.discard_cached_copy(&org, &user, connector, jti)
+        let revoked = Revoked {
+            org: OrgId::new(org),
+            user: UserId::new(user),
+            connector: connector.to_string(),
+            jti: jti.to_string(),
+        };
+        self.discard_cached_copy(&revoked.org, &revoked.user, connector, jti)
             .await?;
-        tracing::info!(org = %org, user = %user, connector, jti, "token revoked (RFC 7009)");
-        Ok(())
+        Ok(Some(revoked))
     }
 
     /// The org and verified claims of `token` if it belongs to the caller (expired or revoked

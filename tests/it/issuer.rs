@@ -342,6 +342,29 @@ async fn rfc7009_revokes_that_one_token(backend: Backend) {
         )
         .await;
     assert_eq!(r.body["receipts"], json!([]), "no revocation of the user");
+    // Audited: which token (its jti, never the token), by whom.
+    let jti = jwt_claims(&github)["jti"].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = s.audit_of(&ann).await;
+        let records = audit.body["records"].as_array().unwrap().clone();
+        if let Some(rec) = records.iter().find(|r| r["action"] == "token.revoke") {
+            assert_eq!(rec["summary"]["jti"], jti, "{rec}");
+            assert_eq!(rec["summary"]["connector"], "github", "{rec}");
+            assert!(
+                rec["actor"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("gateway:"))
+            );
+            assert!(!audit.body.to_string().contains(&github));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token.revoke record: {records:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.stop().await;
 }
 both_backends!(rfc7009_revokes_that_one_token);
