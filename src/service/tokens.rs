@@ -176,3 +176,84 @@ pub struct MintInput<'a> {
     /// Lifetime.
     pub ttl_secs: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrgId;
+    use crate::domain::connector::{ActionSet, Strategy};
+
+    fn signer() -> Signer {
+        let keys = ["acme", "globex"]
+            .into_iter()
+            .map(|org| OrgKeys {
+                org: OrgId::new(org),
+                active: SigningKey::generate(&format!("k-{org}")),
+                previous: Vec::new(),
+            })
+            .collect();
+        Signer::new("https://broker.example/", keys)
+    }
+
+    fn mint(s: &Signer, org: &str) -> TokenRecord {
+        let connector = Connector {
+            org: OrgId::new(org),
+            id: "github".into(),
+            display_name: "GitHub".into(),
+            strategy: Strategy::BrokerJwt,
+            audience: "https://mcp.github.example".into(),
+            scopes: vec!["repo:read".into()],
+            tools: Default::default(),
+            default_actions: ActionSet::ALLOW_ALL,
+            enabled: true,
+            token_ttl_secs: 0,
+        };
+        s.mint(
+            &MintInput {
+                org,
+                user_id: "u1",
+                connector: &connector,
+                client_id: "gateway:test",
+                scopes: &["repo:read".to_string()],
+                epoch: 1,
+                ttl_secs: 600,
+            },
+            1_000,
+        )
+    }
+
+    #[test]
+    fn each_org_signs_as_its_own_issuer() {
+        let s = signer();
+        assert_eq!(
+            s.issuer("acme"),
+            Some("https://broker.example/orgs/acme"),
+            "the base's trailing slash is not doubled"
+        );
+        let t = mint(&s, "acme");
+        let claims = s.verify("acme", &t.access_token, 1_000, 0).unwrap();
+        assert_eq!(claims["iss"], "https://broker.example/orgs/acme");
+        assert_eq!(claims["ab_org"], "acme");
+        assert!(
+            s.verify("globex", &t.access_token, 1_000, 0).is_none(),
+            "another org's issuer never verifies it"
+        );
+        assert!(s.verify("initech", &t.access_token, 1_000, 0).is_none());
+        let acme_kids: Vec<&str> = s
+            .verifying_keys("acme")
+            .unwrap()
+            .iter()
+            .map(|k| k.kid())
+            .collect();
+        assert_eq!(acme_kids, ["k-acme"]);
+    }
+
+    #[test]
+    fn an_org_without_keys_gets_a_token_nobody_accepts() {
+        let s = signer();
+        let t = mint(&s, "initech");
+        for org in ["acme", "globex", "initech"] {
+            assert!(s.verify(org, &t.access_token, 1_000, 0).is_none(), "{org}");
+        }
+    }
+}
