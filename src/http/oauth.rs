@@ -3,8 +3,8 @@
 //! `/orgs/{org}/jwks.json`, RFC 7662 introspection and RFC 7009 revocation.
 //!
 //! Introspection and revocation take a gateway key (tokens of its orgs) or a resource-server
-//! credential (tokens of its connector), as a Bearer token; a bad or missing one is RFC 6749
-//! `invalid_client` (401). What the caller may not see is inactive, and revoking it does
+//! credential (tokens of its connector), as a Bearer token or with HTTP Basic (client id = the
+//! credential's id); a bad or missing one is RFC 6749 `invalid_client` (401). What the caller may not see is inactive, and revoking it does
 //! nothing (200), so the answers never tell one org's tokens from garbage to another.
 
 use axum::extract::{Path, State};
@@ -62,8 +62,8 @@ async fn metadata(
         "jwks_uri": format!("{}/orgs/{org}/jwks.json", s.public_url),
         "introspection_endpoint": format!("{}/oauth/introspect", s.public_url),
         "revocation_endpoint": format!("{}/oauth/revoke", s.public_url),
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
         "grant_types_supported": [],
         "response_types_supported": [],
         "scopes_supported": [],
@@ -121,7 +121,7 @@ struct TokenForm {
     token_type_hint: Option<String>,
 }
 
-/// Who presented the Bearer credential.
+/// Who presented the credential.
 enum Client {
     Gateway(std::sync::Arc<GatewayGrant>),
     Resource(std::sync::Arc<ResourceGrant>),
@@ -146,24 +146,48 @@ impl Client {
     }
 }
 
-/// A gateway key or a resource-server credential: one hash and one map look-up each.
+/// A gateway key or a resource-server credential: one hash and one map look-up each. Either
+/// as a Bearer token, or as RFC 6749 §2.3.1 `client_secret_basic` whose client id is the
+/// credential's id (`rc-…`, `gw-…`) and whose password is the secret.
 fn client(s: &AppState, headers: &HeaderMap) -> Result<Client, OAuthError> {
-    let presented = headers
+    let (scheme, value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, k)| k.trim())
-        .filter(|k| !k.is_empty())
+        .map(|(scheme, v)| (scheme, v.trim()))
+        .filter(|(_, v)| !v.is_empty())
         .ok_or(OAuthError::InvalidClient)?;
+    let basic;
+    let (client_id, presented) = if scheme.eq_ignore_ascii_case("bearer") {
+        (None, value)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        basic = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(zeroize::Zeroizing::new)
+            .ok_or(OAuthError::InvalidClient)?;
+        let (id, secret) = basic.split_once(':').ok_or(OAuthError::InvalidClient)?;
+        (Some(id), secret)
+    } else {
+        return Err(OAuthError::InvalidClient);
+    };
     let index = s.credentials.read().map_err(|_| OAuthError::Unavailable)?;
-    if let Some(g) = index.verify_gateway(presented) {
-        return Ok(Client::Gateway(g));
+    let found = match index.verify_gateway(presented) {
+        Some(g) => Client::Gateway(g),
+        None => index
+            .verify_resource(presented)
+            .map(Client::Resource)
+            .ok_or(OAuthError::InvalidClient)?,
+    };
+    // The client id names the credential: `<kind>:<id>` is its actor.
+    match client_id {
+        Some(id) if found.actor().split_once(':').map(|(_, i)| i) != Some(id) => {
+            Err(OAuthError::InvalidClient)
+        }
+        _ => Ok(found),
     }
-    index
-        .verify_resource(presented)
-        .map(Client::Resource)
-        .ok_or(OAuthError::InvalidClient)
 }
 
 type TokenFormResult = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;

@@ -267,10 +267,32 @@ async fn resource_credentials_see_only_their_connector(backend: Backend) {
         !active(&s, &secret, &globex_github).await,
         "another org's token, same audience"
     );
+    // HTTP Basic works as well, with the credential's id as client id (and only with it).
+    let basic = |id: &str, secret: &str| {
+        let req = s.http.post(format!("{}/oauth/introspect", s.base()));
+        req.basic_auth(id, Some(secret))
+            .form(&[("token", github.as_str())])
+    };
+    let r = basic(&id, &secret).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let r = basic("rc-someone-else", &secret).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // It revokes nothing of another connector.
     let (status, _) = oauth(&s, "/oauth/revoke", &secret, &jira).await;
     assert_eq!(status, StatusCode::OK);
     assert!(active(&s, ACME_GATEWAY, &jira).await);
+    // It may revoke its own connector's tokens.
+    let other = vend(&s, ACME_GATEWAY, "acme", &ann, "github").await;
+    assert_eq!(other, github, "still the cached token");
+    let (status, _) = oauth(&s, "/oauth/revoke", &secret, &github).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !active(&s, ACME_GATEWAY, &github).await,
+        "revoked by its resource server"
+    );
+    let github = vend(&s, ACME_GATEWAY, "acme", &ann, "github").await;
+    assert!(active(&s, &secret, &github).await, "the new one is active");
     // It is no gateway key: no vend, no other gateway route.
     let r: Resp = s
         .gateway(
