@@ -123,8 +123,8 @@ pub struct SigningPolicy {
 }
 
 /// The active signing key of `org` and its still-published older ones. Generates the org's
-/// first key, and rotates with overlap: an expired active key is retired (kept in the JWKS while tokens it
-/// signed can still be alive) and a new one takes over.
+/// first key, and rotates with overlap: an expired active key is retired (kept in the org's
+/// JWKS while tokens it signed can still be alive) and a new one takes over.
 pub async fn signing_keys(
     store: &dyn SigningKeyStore,
     ring: &KeyRing,
