@@ -266,6 +266,8 @@ impl Admin {
         );
         self.policy.delete_connector(org, id, &audit).await?;
         self.vend.invalidate(org);
+        // Its resource-server credentials went with it.
+        self.reindex().await;
         for u in users {
             self.access
                 .sync_user(org, &u, "admin.connector.delete", actor)

@@ -323,6 +323,46 @@ async fn resource_credentials_see_only_their_connector(backend: Backend) {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
     let list = s.admin(Method::GET, path, None).await;
     assert_eq!(list.body["resource_credentials"], json!([]));
+
+    // Deleting a connector revokes its credentials: a connector re-created under the same id
+    // does not inherit them.
+    let linear = json!({"id": "linear", "strategy": "broker_jwt",
+        "audience": "https://mcp.linear.example", "scopes": ["issue:read"]});
+    let r = s
+        .admin(
+            Method::POST,
+            "/admin/v1/orgs/acme/connectors",
+            Some(linear.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let creds = "/admin/v1/orgs/acme/connectors/linear/resource-credentials";
+    let r = s.admin(Method::POST, creds, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let linear_secret = r.body["secret"].as_str().unwrap().to_string();
+    crate::log_capture::register(&linear_secret);
+    assert!(
+        !active(&s, &linear_secret, &github).await,
+        "authenticates, sees nothing"
+    );
+    let r = s
+        .admin(
+            Method::DELETE,
+            "/admin/v1/orgs/acme/connectors/linear",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = s
+        .admin(Method::POST, "/admin/v1/orgs/acme/connectors", Some(linear))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (status, _) = oauth(&s, "/oauth/introspect", &linear_secret, &github).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.admin(Method::GET, creds, None).await.body["resource_credentials"],
+        json!([])
+    );
     s.stop().await;
 }
 both_backends!(resource_credentials_see_only_their_connector);

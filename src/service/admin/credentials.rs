@@ -248,7 +248,7 @@ impl Admin {
 
     /// Brings this replica's index up to date after a credential write. The write is already
     /// committed: if the reload fails, the poller applies it once the store answers.
-    async fn reindex(&self) {
+    pub(super) async fn reindex(&self) {
         if let Err(e) = self.credentials.refresh(true).await {
             tracing::warn!(error = %e, "credential index reload failed; the poller will retry");
         }
