@@ -4,8 +4,9 @@
 //!
 //! Introspection and revocation take a gateway key (tokens of its orgs) or a resource-server
 //! credential (tokens of its connector), as a Bearer token or with HTTP Basic (client id = the
-//! credential's id); a bad or missing one is RFC 6749 `invalid_client` (401). What the caller may not see is inactive, and revoking it does
-//! nothing (200), so the answers never tell one org's tokens from garbage to another.
+//! credential's id); a bad or missing one is RFC 6749 `invalid_client` (401). What the caller
+//! may not see is inactive, and revoking it does nothing (200), so the answers never tell
+//! another org's tokens from garbage.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -93,7 +93,11 @@ impl CredentialSync {
         }
         match self.index.write() {
             Ok(mut live) => *live = index,
-            Err(poisoned) => *poisoned.into_inner() = index,
+            // A whole new index replaces whatever a panicking writer left behind.
+            Err(poisoned) => {
+                *poisoned.into_inner() = index;
+                self.index.clear_poison();
+            }
         }
         *seen = Some(version);
         Ok(true)
