@@ -127,7 +127,8 @@ pub struct SecretRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `iss` of minted tokens and RFC 8414 issuer; defaults to the public URL.
+    /// The base of every org's issuer: tokens of org `o` carry `iss` = `{issuer}/orgs/o`.
+    /// Defaults to the public URL.
     pub issuer: Option<String>,
     /// Default lifetime of minted access tokens (a connector may override it).
     pub token_ttl_secs: u64,

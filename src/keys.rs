@@ -1,5 +1,9 @@
 //! Key material at start-up: the vault key ring (from config, or the embedded default's
-//! generated key file) and the broker's ES256 signing key (stored sealed in the database).
+//! generated key file) and each org's ES256 signing keys (stored sealed in the database).
+//!
+//! Every org is its own issuer with its own keys: a key row names its org, and its private
+//! part is sealed with the org and kid as AAD, so a sealed key moved to another org's row does
+//! not open. Rows without an org are the former single issuer's keys and sign nothing.
 
 use std::path::Path;
 
@@ -8,6 +12,7 @@ use secrecy::ExposeSecret;
 use crate::config::Config;
 use crate::crypto::seal::{Aad, KeyRing, VaultKey};
 use crate::crypto::signing::{SigningKey, VerifyingKey};
+use crate::domain::OrgId;
 use crate::domain::ports::SigningKeyStore;
 
 /// The file holding the embedded default's generated vault key.
@@ -66,13 +71,44 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn aad(kid: &str) -> Aad<'_> {
+/// The AAD a signing key's private part is sealed under: its org (`_broker` for the former
+/// single issuer's keys) and its kid.
+pub fn signing_key_aad<'a>(org: Option<&'a str>, kid: &'a str) -> Aad<'a> {
     Aad {
-        org: "_broker",
+        org: org.unwrap_or("_broker"),
         user: "signing-key",
         connector: kid,
         record_version: 0,
     }
+}
+
+/// One org's signing keys: the active one and the still-published older ones.
+pub struct OrgKeys {
+    /// The org (issuer).
+    pub org: OrgId,
+    /// Signs every new token of the org.
+    pub active: SigningKey,
+    /// Retired or concurrent keys still in the org's JWKS.
+    pub previous: Vec<VerifyingKey>,
+}
+
+/// Every org's signing keys, each generated or rotated as [`signing_keys`] does.
+pub async fn issuer_keys(
+    store: &dyn SigningKeyStore,
+    ring: &KeyRing,
+    orgs: &[OrgId],
+    policy: SigningPolicy,
+) -> anyhow::Result<Vec<OrgKeys>> {
+    let mut out = Vec::with_capacity(orgs.len());
+    for org in orgs {
+        let (active, previous) = signing_keys(store, ring, org, policy).await?;
+        out.push(OrgKeys {
+            org: org.clone(),
+            active,
+            previous,
+        });
+    }
+    Ok(out)
 }
 
 /// When signing keys rotate and how long retired ones stay published.
@@ -86,19 +122,20 @@ pub struct SigningPolicy {
     pub now_ms: i64,
 }
 
-/// The active signing key and the still-published older ones. Generates the first key, and
-/// rotates with overlap: an expired active key is retired (kept in the JWKS while tokens it
-/// signed can still be alive) and a new one takes over.
+/// The active signing key of `org` and its still-published older ones. Generates the org's
+/// first key, and rotates with overlap: an expired active key is retired (kept in the org's
+/// JWKS while tokens it signed can still be alive) and a new one takes over.
 pub async fn signing_keys(
     store: &dyn SigningKeyStore,
     ring: &KeyRing,
+    org: &OrgId,
     policy: SigningPolicy,
 ) -> anyhow::Result<(SigningKey, Vec<VerifyingKey>)> {
     for _ in 0..3 {
         let stored = store.signing_keys().await?;
         let mut active: Option<(SigningKey, i64)> = None;
         let mut previous = Vec::new();
-        for k in stored {
+        for k in stored.into_iter().filter(|k| k.org.as_ref() == Some(org)) {
             if let Some(retired) = k.retired_ms {
                 if retired > policy.now_ms - policy.publish_for_ms
                     && let Ok(v) = VerifyingKey::from_jwk(&k.public_jwk)
@@ -107,12 +144,14 @@ pub async fn signing_keys(
                 }
                 continue;
             }
-            let der = ring.open(&k.sealed_der, &aad(&k.kid)).map_err(|e| {
-                anyhow::anyhow!(
-                    "signing key {} cannot be opened with the vault key ring: {e}",
-                    k.kid
-                )
-            })?;
+            let der = ring
+                .open(&k.sealed_der, &signing_key_aad(Some(org.as_str()), &k.kid))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "signing key {} of org {org} cannot be opened with the vault key ring: {e}",
+                        k.kid
+                    )
+                })?;
             let key =
                 SigningKey::from_pkcs8_der(&k.kid, &der).map_err(|e| anyhow::anyhow!("{e}"))?;
             // Several unretired keys (two replicas rotated at once): the newest signs, the
@@ -126,22 +165,29 @@ pub async fn signing_keys(
                 return Ok((key, previous));
             }
             Some((old, _)) => {
-                tracing::info!(kid = %old.kid(), "signing key reached its maximum age; rotating");
-                insert_new(store, ring).await?;
+                tracing::info!(kid = %old.kid(), org = %org, "signing key reached its maximum age; rotating");
+                insert_new(store, ring, org).await?;
                 store.retire_signing_key(old.kid(), policy.now_ms).await?;
             }
-            None => insert_new(store, ring).await?,
+            None => insert_new(store, ring, org).await?,
         }
     }
     anyhow::bail!("signing keys kept changing during start-up; retry")
 }
 
-async fn insert_new(store: &dyn SigningKeyStore, ring: &KeyRing) -> anyhow::Result<()> {
+async fn insert_new(
+    store: &dyn SigningKeyStore,
+    ring: &KeyRing,
+    org: &OrgId,
+) -> anyhow::Result<()> {
     let kid = format!("ab-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let key = SigningKey::generate(&kid);
-    let sealed = ring.seal(&key.to_pkcs8_der(), &aad(&kid));
+    let sealed = ring.seal(
+        &key.to_pkcs8_der(),
+        &signing_key_aad(Some(org.as_str()), &kid),
+    );
     store
-        .insert_signing_key(&kid, &sealed, &key.public_jwk())
+        .insert_signing_key(org, &kid, &sealed, &key.public_jwk())
         .await?;
     Ok(())
 }

@@ -78,7 +78,11 @@ pub async fn prepare(
     bound: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Prepared> {
     let store = open_store(config).await?;
-    let (credentials, generated) = bootstrap(config, &store, secrets).await?;
+    let (declared, generated) = bootstrap(config, &store, secrets).await?;
+    let credentials = service::credentials::CredentialSync::load(declared, Arc::new(store.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load stored credentials: {e}"))?;
+    credentials.spawn_poller();
     let config_changed = sync_config_policy(config, &store).await?;
     let clock: Arc<dyn domain::clock::Clock> = Arc::new(SystemClock);
     let directory: Arc<dyn domain::ports::Directory> = Arc::new(store.clone());
@@ -114,9 +118,15 @@ pub async fn prepare(
         }
     };
     let ring = Arc::new(keys::key_ring(config)?);
-    let (active_key, previous) = keys::signing_keys(
+    let orgs: Vec<domain::OrgId> = domain::ports::Tenants::list_orgs(&store)
+        .await?
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    let issuer_keys = keys::issuer_keys(
         &store,
         &ring,
+        &orgs,
         keys::SigningPolicy {
             max_age_ms: config.broker.signing_key_max_age_days as i64 * 86_400_000,
             publish_for_ms: (config.broker.token_ttl_secs as i64).max(86_400) * 2_000,
@@ -129,22 +139,23 @@ pub async fn prepare(
         && config.server.public_url.is_none()
     {
         // Replicas share the vault: a token minted by one is served by all, and each checks
-        // `iss` against its own issuer at introspection.
+        // `iss` against its own issuers at introspection.
         tracing::warn!(
             issuer = %config.public_url(bound),
             "the vault is shared but neither server.public_url nor broker.issuer is set: \
-             each replica names itself as issuer, and tokens vended through one replica \
-             introspect as inactive on another; set server.public_url to the address gateways use"
+             each replica names itself in every org's issuer, and tokens vended through one \
+             replica introspect as inactive on another; set server.public_url to the address \
+             gateways use"
         );
     }
+    // `broker.issuer` is the base of every org's issuer (`{base}/orgs/{org}`).
     let signer = Arc::new(service::tokens::Signer::new(
-        active_key,
-        previous,
-        config
+        &config
             .broker
             .issuer
             .clone()
             .unwrap_or_else(|| config.public_url(bound)),
+        issuer_keys,
     ));
     let access = service::access::Access::new(
         directory.clone(),
@@ -179,7 +190,15 @@ pub async fn prepare(
         config.broker.token_ttl_secs,
         config.broker.refresh_margin_secs,
     );
-    let credentials = Arc::new(std::sync::RwLock::new(credentials));
+    let introspection =
+        service::introspection::Introspection::new(service::introspection::IntrospectionParts {
+            signer: vend.signer().clone(),
+            vault: access.vault().clone(),
+            eph: eph.clone(),
+            ring: ring.clone(),
+            vend: vend.clone(),
+            clock: clock.clone(),
+        });
     let admin = service::admin::Admin::new(
         access.clone(),
         vend.clone(),
@@ -220,10 +239,11 @@ pub async fn prepare(
         sign_in,
         provisioning,
         directory,
-        credentials,
+        credentials: credentials.index(),
         public_url: config.public_url(bound),
         vend,
         access,
+        introspection,
         admin,
         audit,
         metrics: Arc::default(),

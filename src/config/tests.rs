@@ -223,3 +223,30 @@ fn saml_requires_a_pinned_certificate_and_strong_algorithms() {
         sign_in_problems(&both)
     );
 }
+
+#[test]
+fn broker_issuer_is_the_base_of_the_org_issuers() {
+    for ok in [
+        "https://broker.example",
+        "https://broker.example/",
+        "http://10.0.0.1:8080/ab",
+    ] {
+        let keys = problem_keys(&format!("[broker]\nissuer = \"{ok}\"\n"));
+        assert!(
+            !keys.contains(&"broker.issuer".to_string()),
+            "{ok}: {keys:?}"
+        );
+    }
+    for bad in [
+        "broker.example",
+        "https://broker.example/orgs/acme",
+        "https://broker.example?x=1",
+        "https://broker.example#f",
+    ] {
+        let keys = problem_keys(&format!("[broker]\nissuer = \"{bad}\"\n"));
+        assert!(
+            keys.contains(&"broker.issuer".to_string()),
+            "{bad}: {keys:?}"
+        );
+    }
+}

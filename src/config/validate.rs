@@ -32,6 +32,19 @@ impl Config {
                 "must start with http:// or https://",
             ));
         }
+        // The base of every org's issuer (`{issuer}/orgs/{org}`), not an issuer itself.
+        if let Some(u) = &self.broker.issuer
+            && (!(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains('?')
+                || u.contains('#')
+                || u.trim_end_matches('/').contains("/orgs/"))
+        {
+            out.push(problem(
+                "broker.issuer",
+                "must be an http:// or https:// base URL without query, fragment or /orgs/ \
+                 (each org's issuer is <broker.issuer>/orgs/<org>)",
+            ));
+        }
         if self.server.max_body_bytes < 1024 {
             out.push(problem("server.max_body_bytes", "must be at least 1024"));
         }

@@ -2,9 +2,10 @@
 //!
 //! The broker acts as an authorization server (RFC 9068 access tokens for `broker_jwt`
 //! connectors, ID-JAG and RFC 8693 subject assertions), so it signs JWTs and publishes the public
-//! halves at `/.well-known/jwks.json`. Keys are parsed once and reused for every signature
-//! (re-parsing per call costs more than the signature itself). Verification is deliberately
-//! narrow: ES256 only, key chosen by `kid` from a caller-supplied set, never from the token.
+//! halves in each org's JWKS (`/orgs/{org}/jwks.json`). Keys are parsed once and reused for
+//! every signature (re-parsing per call costs more than the signature itself). Verification is
+//! deliberately narrow: ES256 only, key chosen by `kid` from a caller-supplied set, never from
+//! the token.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -223,7 +224,7 @@ impl VerifyingKey {
     }
 }
 
-/// The JWKS document for a set of public keys, served at `/.well-known/jwks.json`.
+/// The JWKS document for a set of public keys, served per org at `/orgs/{org}/jwks.json`.
 pub fn jwks(keys: &[VerifyingKey]) -> Value {
     json!({ "keys": keys.iter().map(VerifyingKey::public_jwk).collect::<Vec<_>>() })
 }

@@ -146,6 +146,51 @@ pub trait Tenants: Send + Sync {
         creds: &[CredentialRecord],
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
+    /// Deletes one credential of `kind` of the org, with its audit record; `NotFound` if absent.
+    async fn delete_credential(
+        &self,
+        org: &OrgId,
+        kind: CredentialKind,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Every resource-server credential of every org.
+    async fn list_resource_credentials(&self) -> Result<Vec<ResourceCredentialRecord>, StoreError>;
+    /// Stores a resource-server credential with its audit record.
+    async fn insert_resource_credential(
+        &self,
+        cred: &ResourceCredentialRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Deletes one resource-server credential of a connector; `NotFound` if absent.
+    async fn delete_resource_credential(
+        &self,
+        org: &OrgId,
+        connector: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// A counter that every credential write above raises in its own transaction: replicas
+    /// read this one value to learn whether their in-memory index is stale.
+    async fn credentials_version(&self) -> Result<i64, StoreError>;
+}
+
+/// A resource-server credential as stored: bound to one connector of one org, never the
+/// secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCredentialRecord {
+    /// Credential id (`rc-…`, the audit actor).
+    pub id: String,
+    /// The org it is bound to.
+    pub org: OrgId,
+    /// The connector whose tokens it may introspect.
+    pub connector: String,
+    /// A label for humans.
+    pub name: String,
+    /// `sha256:<hex>` of the secret.
+    pub secret_hash: String,
+    /// When it was created.
+    pub created_ms: Millis,
 }
 
 /// SCIM users, groups and memberships: the directory's system of record.
@@ -326,6 +371,8 @@ pub trait AuditWriter: Send + Sync {
 pub struct StoredSigningKey {
     /// Key id.
     pub kid: String,
+    /// The org (issuer) the key signs for; `None` for keys of the former single issuer.
+    pub org: Option<OrgId>,
     /// PKCS#8 DER sealed under the vault key ring.
     pub sealed_der: Vec<u8>,
     /// Public JWK.
@@ -341,9 +388,10 @@ pub struct StoredSigningKey {
 pub trait SigningKeyStore: Send + Sync {
     /// Every key, oldest first.
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
-    /// Stores a new active key.
+    /// Stores a new active key of an org.
     async fn insert_signing_key(
         &self,
+        org: &OrgId,
         kid: &str,
         sealed_der: &[u8],
         public_jwk: &serde_json::Value,

@@ -1,5 +1,8 @@
-//! `/admin/v1`: connectors, grants, gateway keys, users (view, kill switch, locks,
-//! offboarding receipts) and the audit log. Bearer admin key of the org.
+//! `/admin/v1`: connectors, grants, gateway keys and resource-server credentials
+//! (`credentials`), users (view, kill switch, locks, offboarding receipts) and the audit log.
+//! Bearer admin key of the org.
+
+mod credentials;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -39,7 +42,7 @@ pub fn router() -> Router<AppState> {
             "/admin/v1/orgs/{org}/grants/{id}",
             axum::routing::delete(delete_grant),
         )
-        .route("/admin/v1/orgs/{org}/gateways", post(create_gateway))
+        .merge(credentials::router())
         .route("/admin/v1/orgs/{org}/users/{id}", get(get_user))
         .route("/admin/v1/orgs/{org}/users/{id}/revoke", post(revoke_user))
         .route(
@@ -317,32 +320,6 @@ async fn delete_grant(
         .await
         .map_err(problem)?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GatewayInput {
-    name: String,
-}
-
-async fn create_gateway(
-    State(s): State<AppState>,
-    Path(org): Path<String>,
-    h: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    let input: GatewayInput = body(b)?;
-    let (id, key) = admin(&s)
-        .create_gateway(&org, &actor, &input.name)
-        .await
-        .map_err(problem)?;
-    let mut resp = (StatusCode::CREATED, Json(json!({"id": id, "key": key}))).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
 }
 
 async fn get_user(

@@ -62,7 +62,8 @@ pub struct AppInner {
     pub provisioning: Provisioning,
     /// The directory store (readiness).
     pub directory: Arc<dyn Directory>,
-    /// Accepted credentials by org (gateway keys can be added at run time).
+    /// Accepted credentials by org, kept current from the system of record on every replica
+    /// (`service::credentials`).
     pub credentials: Arc<std::sync::RwLock<CredentialIndex>>,
     /// Public base URL without trailing slash.
     pub public_url: String,
@@ -70,6 +71,8 @@ pub struct AppInner {
     pub vend: Vend,
     /// Entitlements and revocation.
     pub access: Access,
+    /// RFC 7662 introspection and RFC 7009 revocation, scoped to the caller.
+    pub introspection: crate::service::introspection::Introspection,
     /// Admin use cases.
     pub admin: Admin,
     /// Hot-path audit records.

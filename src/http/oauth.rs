@@ -1,8 +1,15 @@
-//! The broker as authorization server for `broker_jwt` connectors: JWKS, RFC 8414 metadata,
-//! RFC 7662 introspection (reflecting revocation immediately) and RFC 7009 revocation.
+//! The broker as authorization server for `broker_jwt` connectors, one issuer per org:
+//! RFC 8414 metadata at `/.well-known/oauth-authorization-server/orgs/{org}`, the org's JWKS at
+//! `/orgs/{org}/jwks.json`, RFC 7662 introspection and RFC 7009 revocation.
+//!
+//! Introspection and revocation take a gateway key (tokens of its orgs) or a resource-server
+//! credential (tokens of its connector), as a Bearer token or with HTTP Basic (client id = the
+//! credential's id); a bad or missing one is RFC 6749 `invalid_client` (401). What the caller
+//! may not see is inactive, and revoking it does nothing (200), so the answers never tell
+//! another org's tokens from garbage.
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -10,51 +17,101 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::crypto::signing::{jwks, verify_jwt};
-use crate::domain::{OrgId, UserId};
+use super::error::Problem;
+use crate::crypto::signing::jwks;
+use crate::domain::audit::AuditEntry;
+use crate::service::bootstrap::{GatewayGrant, ResourceGrant};
+use crate::service::introspection::Caller;
 
 /// The authorization-server routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/.well-known/jwks.json", get(jwks_doc))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route(
+            "/.well-known/oauth-authorization-server/orgs/{org}",
+            get(metadata),
+        )
+        .route("/orgs/{org}/jwks.json", get(jwks_doc))
         .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
 }
 
-async fn jwks_doc(State(s): State<AppState>) -> Response {
-    let mut resp = Json(jwks(s.vend.signer().verifying_keys())).into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("public, max-age=300"),
-    );
-    resp
+fn unknown_org() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such org")
 }
 
-async fn metadata(State(s): State<AppState>) -> Json<Value> {
-    let iss = s.vend.signer().issuer().to_string();
-    Json(json!({
+async fn jwks_doc(State(s): State<AppState>, Path(org): Path<String>) -> Result<Response, Problem> {
+    let keys = s
+        .vend
+        .signer()
+        .verifying_keys(&org)
+        .ok_or_else(unknown_org)?;
+    let mut resp = Json(jwks(keys)).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(resp)
+}
+
+async fn metadata(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let iss = s.vend.signer().issuer(&org).ok_or_else(unknown_org)?;
+    Ok(Json(json!({
         "issuer": iss,
-        "jwks_uri": format!("{}/.well-known/jwks.json", s.public_url),
+        "jwks_uri": format!("{}/orgs/{org}/jwks.json", s.public_url),
         "introspection_endpoint": format!("{}/oauth/introspect", s.public_url),
         "revocation_endpoint": format!("{}/oauth/revoke", s.public_url),
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
         "grant_types_supported": [],
         "response_types_supported": [],
         "scopes_supported": [],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-    }))
+    })))
 }
 
-/// RFC 6749 §5.2 error body.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+/// The failures of the OAuth endpoints, each one RFC 6749 §5.2 body and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OAuthError {
+    /// 401 `invalid_client` (with `WWW-Authenticate: Bearer`): no or an unknown credential.
+    InvalidClient,
+    /// 400 `invalid_request`: no form-encoded `token`.
+    InvalidRequest,
+    /// 503 `temporarily_unavailable`: the vault or the credential index did not answer.
+    Unavailable,
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let (status, error, description) = match self {
+            OAuthError::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "a gateway key or resource-server credential is required",
+            ),
+            OAuthError::InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "token is required (form-encoded)",
+            ),
+            OAuthError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "retry",
+            ),
+        };
+        let mut r = (
+            status,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response();
+        if self == OAuthError::InvalidClient {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
 }
 
 #[derive(Deserialize)]
@@ -65,56 +122,100 @@ struct TokenForm {
     token_type_hint: Option<String>,
 }
 
-/// Whether a broker-issued token is active now: signature and expiry, then the user's live
-/// projection (active, same epoch, connector and scopes still entitled).
-async fn check(s: &AppState, token: &str) -> Option<Value> {
-    let now = s.clock_now_secs();
-    let (_, claims) = verify_jwt(token, s.vend.signer().verifying_keys(), now, 30).ok()?;
-    if claims.get("iss").and_then(Value::as_str) != Some(s.vend.signer().issuer()) {
-        return None;
+/// Who presented the credential.
+enum Client {
+    Gateway(std::sync::Arc<GatewayGrant>),
+    Resource(std::sync::Arc<ResourceGrant>),
+}
+
+impl Client {
+    fn actor(&self) -> &str {
+        match self {
+            Client::Gateway(g) => &g.actor,
+            Client::Resource(r) => &r.actor,
+        }
     }
-    let org = OrgId::new(claims.get("ab_org")?.as_str()?);
-    let user = UserId::new(claims.get("sub")?.as_str()?);
-    let connector = claims.get("ab_con")?.as_str()?;
-    let epoch = claims.get("ab_ep")?.as_u64()?;
-    let p = s
-        .access
-        .vault()
-        .read(&org, &user, "_")
-        .await
-        .ok()?
-        .projection?;
-    let entitled = p.connectors.get(connector)?;
-    let scopes: Vec<&str> = claims.get("scope")?.as_str()?.split_whitespace().collect();
-    (p.active && p.epoch == epoch && scopes.iter().all(|sc| entitled.iter().any(|e| e == sc)))
-        .then_some(claims)
+
+    fn caller(&self) -> Caller<'_> {
+        match self {
+            Client::Gateway(g) => Caller::Gateway { orgs: &g.orgs },
+            Client::Resource(r) => Caller::Resource {
+                org: &r.org,
+                connector: &r.connector,
+            },
+        }
+    }
+}
+
+/// A gateway key or a resource-server credential: one hash and one map look-up each. Either
+/// as a Bearer token, or as RFC 6749 §2.3.1 `client_secret_basic` whose client id is the
+/// credential's id (`rc-…`, `gw-…`) and whose password is the secret.
+fn client(s: &AppState, headers: &HeaderMap) -> Result<Client, OAuthError> {
+    let (scheme, value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .map(|(scheme, v)| (scheme, v.trim()))
+        .filter(|(_, v)| !v.is_empty())
+        .ok_or(OAuthError::InvalidClient)?;
+    let basic;
+    let (client_id, presented) = if scheme.eq_ignore_ascii_case("bearer") {
+        (None, value)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        basic = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(zeroize::Zeroizing::new)
+            .ok_or(OAuthError::InvalidClient)?;
+        let (id, secret) = basic.split_once(':').ok_or(OAuthError::InvalidClient)?;
+        (Some(id), secret)
+    } else {
+        return Err(OAuthError::InvalidClient);
+    };
+    let index = s.credentials.read().map_err(|_| OAuthError::Unavailable)?;
+    let found = match index.verify_gateway(presented) {
+        Some(g) => Client::Gateway(g),
+        None => index
+            .verify_resource(presented)
+            .map(Client::Resource)
+            .ok_or(OAuthError::InvalidClient)?,
+    };
+    // The client id names the credential: `<kind>:<id>` is its actor.
+    match client_id {
+        Some(id) if found.actor().split_once(':').map(|(_, i)| i) != Some(id) => {
+            Err(OAuthError::InvalidClient)
+        }
+        _ => Ok(found),
+    }
+}
+
+type TokenFormResult = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
+
+fn token_of(form: TokenFormResult) -> Result<String, OAuthError> {
+    form.map(|Form(f)| f.token)
+        .map_err(|_| OAuthError::InvalidRequest)
+}
+
+fn unavailable(e: crate::domain::vault::VaultError) -> OAuthError {
+    tracing::warn!(error = %e, "introspection or revocation unavailable");
+    OAuthError::Unavailable
 }
 
 async fn introspect(
     State(s): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    if super::gateway::authenticate(&s, &headers).is_err() {
-        let mut r = oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "a gateway key is required",
-        );
-        r.headers_mut().insert(
-            axum::http::header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    }
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required (form-encoded)",
-        );
-    };
-    match check(&s, &form.token).await {
+    form: TokenFormResult,
+) -> Result<Response, OAuthError> {
+    let client = client(&s, &headers)?;
+    let token = token_of(form)?;
+    match s
+        .introspection
+        .introspect(client.caller(), &token)
+        .await
+        .map_err(unavailable)?
+    {
         Some(claims) => {
             let mut out = json!({"active": true, "token_type": "Bearer"});
             for k in [
@@ -131,57 +232,39 @@ async fn introspect(
                     out[k] = v.clone();
                 }
             }
-            Json(out).into_response()
+            Ok(Json(out).into_response())
         }
-        None => Json(json!({"active": false})).into_response(),
+        None => Ok(Json(json!({"active": false})).into_response()),
     }
 }
 
 async fn revoke(
     State(s): State<AppState>,
     headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let gw = match super::gateway::authenticate(&s, &headers) {
-        Ok(g) => g,
-        Err(_) => {
-            return oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "a gateway key is required",
-            );
-        }
-    };
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required (form-encoded)",
-        );
-    };
-    // RFC 7009: an invalid or unknown token is not an error.
-    if let Some(claims) = check(&s, &form.token).await {
-        let org = claims
-            .get("ab_org")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let sub = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if gw.orgs.iter().any(|o| o == org)
-            && let Err(e) = s
-                .access
-                .kill(&OrgId::new(org), &UserId::new(sub), &gw.actor)
-                .await
-        {
-            tracing::warn!(error = %e, "token revocation failed");
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "retry",
-            );
+    form: TokenFormResult,
+) -> Result<Response, OAuthError> {
+    let client = client(&s, &headers)?;
+    let token = token_of(form)?;
+    // RFC 7009 §2.2: an invalid, unknown or foreign token is not an error.
+    let revoked = s
+        .introspection
+        .revoke(client.caller(), &token)
+        .await
+        .map_err(unavailable)?;
+    if let Some(revoked) = revoked {
+        let entry = AuditEntry {
+            org: revoked.org.clone(),
+            at_ms: s.clock.now_ms(),
+            actor: client.actor().to_string(),
+            action: "token.revoke".into(),
+            resource_type: "User".into(),
+            resource_id: revoked.user.to_string(),
+            summary: json!({"connector": revoked.connector, "jti": revoked.jti}),
+        };
+        // The token is already revoked: a full audit queue cannot undo that.
+        if s.audit.record(entry).is_err() {
+            tracing::warn!(org = %revoked.org, jti = %revoked.jti, "audit queue full; token revocation not audited");
         }
     }
-    StatusCode::OK.into_response()
+    Ok(StatusCode::OK.into_response())
 }

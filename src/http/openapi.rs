@@ -99,6 +99,41 @@ pub const ROUTES: &[(&str, &str, &str, &str, &[&str])] = &[
     ),
     (
         "get",
+        "/admin/v1/orgs/{org}/gateways",
+        "List gateway keys (no keys)",
+        "200",
+        &[],
+    ),
+    (
+        "delete",
+        "/admin/v1/orgs/{org}/gateways/{id}",
+        "Revoke a gateway key on every replica",
+        "204",
+        &["409"],
+    ),
+    (
+        "post",
+        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials",
+        "Create a resource-server credential for a connector (secret shown once)",
+        "201",
+        &[],
+    ),
+    (
+        "get",
+        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials",
+        "List a connector's resource-server credentials (no secrets)",
+        "200",
+        &[],
+    ),
+    (
+        "delete",
+        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials/{cid}",
+        "Revoke a resource-server credential",
+        "204",
+        &[],
+    ),
+    (
+        "get",
         "/admin/v1/orgs/{org}/users/{id}",
         "A user's entitlements with reasons and live tokens",
         "200",
@@ -150,7 +185,7 @@ pub async fn document() -> Json<Value> {
     let mut paths = serde_json::Map::new();
     for (method, path, summary, success, extra) in ROUTES {
         let mut params = Vec::new();
-        for name in ["org", "id"] {
+        for name in ["org", "id", "cid"] {
             if path.contains(&format!("{{{name}}}")) {
                 params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
             }

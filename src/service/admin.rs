@@ -1,23 +1,23 @@
-//! Admin use cases: connectors, grants, gateway keys, the user view and the kill switch.
-//! Changes that can take access away re-derive the affected users' access (and revoke)
-//! before they answer.
+//! Admin use cases: connectors, grants, gateway keys and resource-server credentials
+//! (`credentials`), the user view and the kill switch. Changes that can take access away
+//! re-derive the affected users' access (and revoke) before they answer.
+
+mod credentials;
+
+pub use credentials::ClientCredential;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::access::{Access, AccessError};
-use super::bootstrap::{CredentialEntry, CredentialIndex};
+use super::credentials::CredentialSync;
 use super::vend::Vend;
-use crate::crypto::secret::{generate_credential, hash_secret};
 use crate::domain::audit::{AuditEntry, AuditRecord};
 use crate::domain::clock::Clock;
 use crate::domain::connector::{ActionSet, Category, Connector, Grant, GroupSelector, Strategy};
-use crate::domain::ports::{
-    AuditLog, CredentialKind, CredentialRecord, Directory, PolicyStore, Source, Tenants,
-};
+use crate::domain::ports::{AuditLog, Directory, PolicyStore, Source, Tenants};
 use crate::domain::{GroupId, OrgId, StoreError, UserId};
 
 /// Admin failures, each with one status at the edge.
@@ -120,7 +120,7 @@ pub struct Admin {
     dir: Arc<dyn Directory>,
     tenants: Arc<dyn Tenants>,
     audit: Arc<dyn AuditLog>,
-    credentials: Arc<RwLock<CredentialIndex>>,
+    credentials: Arc<CredentialSync>,
     clock: Arc<dyn Clock>,
 }
 
@@ -134,7 +134,7 @@ impl Admin {
         dir: Arc<dyn Directory>,
         tenants: Arc<dyn Tenants>,
         audit: Arc<dyn AuditLog>,
-        credentials: Arc<RwLock<CredentialIndex>>,
+        credentials: Arc<CredentialSync>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -267,6 +267,8 @@ impl Admin {
         );
         self.policy.delete_connector(org, id, &audit).await?;
         self.vend.invalidate(org);
+        // Its resource-server credentials went with it.
+        self.reindex().await;
         for u in users {
             self.access
                 .sync_user(org, &u, "admin.connector.delete", actor)
@@ -375,51 +377,6 @@ impl Admin {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Creates a gateway key bound to the org; the plain key is returned only here.
-    pub async fn create_gateway(
-        &self,
-        org: &OrgId,
-        actor: &str,
-        name: &str,
-    ) -> Result<(String, String), AdminError> {
-        if name.trim().is_empty() || name.len() > 200 {
-            return Err(AdminError::Invalid("name must be 1-200 characters".into()));
-        }
-        let key = generate_credential("ab_gw");
-        let id = format!("gw-{}", uuid::Uuid::new_v4().simple());
-        let hash = hash_secret(&key);
-        let rec = CredentialRecord {
-            id: id.clone(),
-            org: org.clone(),
-            kind: CredentialKind::Gateway,
-            name: name.to_string(),
-            secret_hash: hash.to_string(),
-            created_ms: self.clock.now_ms(),
-        };
-        let audit = self.entry(
-            org,
-            actor,
-            "admin.gateway.create",
-            "Gateway",
-            &id,
-            json!({"name": name}),
-        );
-        self.tenants
-            .insert_credentials(std::slice::from_ref(&rec), &audit)
-            .await?;
-        if let Ok(mut idx) = self.credentials.write() {
-            idx.add(
-                org.as_str(),
-                CredentialEntry {
-                    actor: format!("gateway:{id}"),
-                    kind: CredentialKind::Gateway,
-                    hash,
-                },
-            );
-        }
-        Ok((id, key.expose_secret().to_string()))
     }
 
     /// A user with entitlements (and reasons), held tokens, the lock if one holds, and the

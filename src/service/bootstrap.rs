@@ -65,11 +65,25 @@ pub struct CredentialEntry {
 }
 
 /// In-memory index of every accepted credential, by org, so authentication costs one hash
-/// and a few constant-time comparisons and never a database query.
+/// and a few constant-time comparisons and never a database query. Gateway keys and
+/// resource-server credentials sit in separate maps: neither is ever accepted as the other.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialIndex {
     by_org: HashMap<String, Vec<CredentialEntry>>,
     gateways: HashMap<SecretHash, Arc<GatewayGrant>>,
+    resources: HashMap<SecretHash, Arc<ResourceGrant>>,
+}
+
+/// What a resource-server credential is: the one connector of one org whose tokens its
+/// holder (an MCP server) may introspect and revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceGrant {
+    /// Credential reference (`resource:<id>`, the audit actor).
+    pub actor: Arc<str>,
+    /// The org it is bound to.
+    pub org: String,
+    /// The connector it is bound to.
+    pub connector: String,
 }
 
 /// What a gateway key is: its credential reference and the orgs it is bound to, shared by
@@ -97,6 +111,24 @@ impl CredentialIndex {
             }
         }
         self.by_org.entry(org.to_string()).or_default().push(entry);
+    }
+
+    /// Adds a resource-server credential.
+    pub fn add_resource(&mut self, hash: SecretHash, grant: ResourceGrant) {
+        self.resources.insert(hash, Arc::new(grant));
+    }
+
+    /// A resource-server credential's grant: one SHA-256, one map look-up and a constant-time
+    /// comparison of the stored hash, as for gateway keys.
+    pub fn verify_resource(&self, presented: &str) -> Option<Arc<ResourceGrant>> {
+        let h = hash_str(presented);
+        let (stored, entry) = self.resources.get_key_value(&h)?;
+        stored.ct_eq(&h).then(|| entry.clone())
+    }
+
+    /// The credentials of an org (kind and actor; for listings of config-declared keys).
+    pub fn entries(&self, org: &str) -> impl Iterator<Item = &CredentialEntry> {
+        self.by_org.get(org).into_iter().flatten()
     }
 
     /// A gateway key's actor and the orgs it is bound to: one SHA-256 and one map look-up,
@@ -127,7 +159,9 @@ impl CredentialIndex {
     }
 }
 
-/// Upserts orgs, creates first credentials if needed, and builds the credential index.
+/// Upserts orgs, creates first credentials if needed, and builds the index of the
+/// credentials config declares (stored ones are added by `credentials::CredentialSync`, which
+/// keeps them current on every replica).
 pub async fn bootstrap(
     config: &Config,
     store: &dyn Tenants,
@@ -187,20 +221,6 @@ pub async fn bootstrap(
         if !existing.iter().any(|c| c.org.as_str() == BOOTSTRAP_ORG) {
             generated = first_credentials(store, secrets).await?;
         }
-    }
-    for c in store.list_credentials().await? {
-        let Some(hash) = SecretHash::parse(&c.secret_hash) else {
-            tracing::error!(credential = %c.id, "stored credential hash is malformed; ignoring it");
-            continue;
-        };
-        index.add(
-            c.org.as_str(),
-            CredentialEntry {
-                actor: format!("{}:{}", c.kind.as_str(), c.id),
-                kind: c.kind,
-                hash,
-            },
-        );
     }
     Ok((index, generated))
 }

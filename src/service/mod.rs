@@ -4,6 +4,8 @@ pub mod access;
 pub mod admin;
 pub mod audit_sink;
 pub mod bootstrap;
+pub mod credentials;
+pub mod introspection;
 pub mod provisioning;
 pub mod rotation;
 pub mod tokens;

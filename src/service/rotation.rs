@@ -34,12 +34,7 @@ pub async fn rotate(
 ) -> anyhow::Result<RotationReport> {
     let mut report = RotationReport::default();
     for k in signing.signing_keys().await? {
-        let aad = Aad {
-            org: "_broker",
-            user: "signing-key",
-            connector: &k.kid,
-            record_version: 0,
-        };
+        let aad = crate::keys::signing_key_aad(k.org.as_ref().map(OrgId::as_str), &k.kid);
         if !ring.needs_reseal(&k.sealed_der) {
             continue;
         }

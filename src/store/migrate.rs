@@ -31,6 +31,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0004_sign_in.sql"),
     ),
     (
+        5,
+        "issuers",
+        include_str!("../../migrations/postgres/0005_issuers.sql"),
+    ),
+    (
         6,
         "locks",
         include_str!("../../migrations/postgres/0006_locks.sql"),
@@ -56,6 +61,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         4,
         "sign_in",
         include_str!("../../migrations/sqlite/0004_sign_in.sql"),
+    ),
+    (
+        5,
+        "issuers",
+        include_str!("../../migrations/sqlite/0005_issuers.sql"),
     ),
     (
         6,

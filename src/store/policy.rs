@@ -166,6 +166,18 @@ impl PolicyStore for SqlStore {
             tx.rollback().await.map_err(map_err)?;
             return Err(StoreError::NotFound);
         }
+        // Its resource-server credentials go with it (a connector re-created later under the
+        // same id does not inherit them).
+        let creds =
+            sqlx::query("DELETE FROM resource_credentials WHERE org_id = $1 AND connector_id = $2")
+                .bind(org.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        if creds.rows_affected() > 0 {
+            super::tenants::bump(&mut tx).await?;
+        }
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }

@@ -67,7 +67,7 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
     ) -> Result<Vec<crate::domain::ports::StoredSigningKey>, StoreError> {
         use base64::Engine;
         let rows = sqlx::query(
-            "SELECT kid, sealed_der, public_jwk, retired_ms, created_ms FROM signing_keys ORDER BY created_ms, kid",
+            "SELECT kid, org_id, sealed_der, public_jwk, retired_ms, created_ms FROM signing_keys ORDER BY created_ms, kid",
         )
         .fetch_all(self.pool())
         .await
@@ -78,6 +78,10 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
                 let jwk: String = r.try_get("public_jwk").map_err(map_err)?;
                 Ok(crate::domain::ports::StoredSigningKey {
                     kid: r.try_get("kid").map_err(map_err)?,
+                    org: r
+                        .try_get::<Option<String>, _>("org_id")
+                        .map_err(map_err)?
+                        .map(OrgId::new),
                     sealed_der: base64::engine::general_purpose::STANDARD
                         .decode(sealed)
                         .map_err(|e| StoreError::Internal(e.to_string()))?,
@@ -92,16 +96,18 @@ impl crate::domain::ports::SigningKeyStore for SqlStore {
 
     async fn insert_signing_key(
         &self,
+        org: &OrgId,
         kid: &str,
         sealed_der: &[u8],
         public_jwk: &serde_json::Value,
     ) -> Result<(), StoreError> {
         use base64::Engine;
-        sqlx::query("INSERT INTO signing_keys (kid, sealed_der, public_jwk, created_ms) VALUES ($1, $2, $3, $4)")
+        sqlx::query("INSERT INTO signing_keys (kid, sealed_der, public_jwk, created_ms, org_id) VALUES ($1, $2, $3, $4, $5)")
             .bind(kid)
             .bind(base64::engine::general_purpose::STANDARD.encode(sealed_der))
             .bind(public_jwk.to_string())
             .bind(crate::domain::clock::Clock::now_ms(&crate::domain::clock::SystemClock))
+            .bind(org.as_str())
             .execute(self.pool())
             .await
             .map_err(map_err)?;

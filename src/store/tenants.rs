@@ -1,10 +1,15 @@
-//! Orgs and stored credentials in SQL.
+//! Orgs and stored credentials (gateway, SCIM and admin keys, resource-server credentials) in
+//! SQL. Every credential write raises `credential_changes.counter` in its own transaction, so
+//! a replica that reads the counter and then the credentials never misses a change.
 
 use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{SqlStore, map_err};
-use crate::domain::ports::{CredentialKind, CredentialRecord, OrgRecord, Tenants};
+use crate::domain::audit::AuditEntry;
+use crate::domain::ports::{
+    CredentialKind, CredentialRecord, OrgRecord, ResourceCredentialRecord, Tenants,
+};
 use crate::domain::{OrgId, StoreError};
 
 #[async_trait]
@@ -84,7 +89,123 @@ impl Tenants for SqlStore {
             .await
             .map_err(map_err)?;
         }
+        bump(&mut tx).await?;
         super::rows::write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
+
+    async fn delete_credential(
+        &self,
+        org: &OrgId,
+        kind: CredentialKind,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let gone =
+            sqlx::query("DELETE FROM credentials WHERE org_id = $1 AND kind = $2 AND id = $3")
+                .bind(org.as_str())
+                .bind(kind.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        if gone == 0 {
+            return Err(StoreError::NotFound);
+        }
+        bump(&mut tx).await?;
+        super::rows::write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_resource_credentials(&self) -> Result<Vec<ResourceCredentialRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, connector_id, name, secret_hash, created_ms \
+             FROM resource_credentials ORDER BY created_ms, id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ResourceCredentialRecord {
+                    id: r.try_get("id").map_err(map_err)?,
+                    org: OrgId::new(r.try_get::<String, _>("org_id").map_err(map_err)?),
+                    connector: r.try_get("connector_id").map_err(map_err)?,
+                    name: r.try_get("name").map_err(map_err)?,
+                    secret_hash: r.try_get("secret_hash").map_err(map_err)?,
+                    created_ms: r.try_get("created_ms").map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_resource_credential(
+        &self,
+        c: &ResourceCredentialRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO resource_credentials (id, org_id, connector_id, name, secret_hash, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.id.as_str())
+        .bind(c.org.as_str())
+        .bind(c.connector.as_str())
+        .bind(c.name.as_str())
+        .bind(c.secret_hash.as_str())
+        .bind(c.created_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        bump(&mut tx).await?;
+        super::rows::write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_resource_credential(
+        &self,
+        org: &OrgId,
+        connector: &str,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        let gone = sqlx::query(
+            "DELETE FROM resource_credentials WHERE org_id = $1 AND connector_id = $2 AND id = $3",
+        )
+        .bind(org.as_str())
+        .bind(connector)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if gone == 0 {
+            return Err(StoreError::NotFound);
+        }
+        bump(&mut tx).await?;
+        super::rows::write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn credentials_version(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT counter FROM credential_changes WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await
+            .map_err(map_err)
+            .map(Option::unwrap_or_default)
+    }
+}
+
+/// Raises the credential change counter inside the writing transaction (the row lock also
+/// orders concurrent credential writes, so the counter never goes back).
+pub(super) async fn bump(conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE credential_changes SET counter = counter + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }

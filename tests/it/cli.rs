@@ -284,6 +284,6 @@ async fn migrate_applies_and_is_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 5, "every embedded migration is recorded once");
+    assert_eq!(n, 6, "every embedded migration is recorded once");
     conn.close().await.ok();
 }

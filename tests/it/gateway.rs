@@ -50,8 +50,8 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     assert_eq!(claims["sub"], ann.as_str());
     assert_eq!(claims["scope"], "repo:read repo:write");
     assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
-    // The JWKS verifies it.
-    let jwks = s.get_json("/.well-known/jwks.json").await;
+    // The org's JWKS verifies it.
+    let jwks = s.get_json("/orgs/acme/jwks.json").await;
     let keys: Vec<auth_broker::crypto::signing::VerifyingKey> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -61,7 +61,9 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
     let now = claims["iat"].as_i64().unwrap();
     auth_broker::crypto::signing::verify_jwt(&token, &keys, now, 5)
         .expect("token verifies against the JWKS");
-    let meta = s.get_json("/.well-known/oauth-authorization-server").await;
+    let meta = s
+        .get_json("/.well-known/oauth-authorization-server/orgs/acme")
+        .await;
     assert_eq!(meta["issuer"], claims["iss"]);
 
     // Warm: the same token again, from the vault.

@@ -91,10 +91,18 @@ async fn broker_tokens_are_rfc9068_and_the_metadata_is_rfc8414() {
         assert_eq!(i[claim], c1[claim], "{claim}");
     }
 
-    let meta = s.get_json("/.well-known/oauth-authorization-server").await;
+    let meta = s
+        .get_json("/.well-known/oauth-authorization-server/orgs/acme")
+        .await;
     assert_eq!(meta["issuer"], c1["iss"]);
+    assert!(
+        c1["iss"]
+            .as_str()
+            .is_some_and(|i| i.ends_with("/orgs/acme")),
+        "each org is its own issuer: {c1}"
+    );
     let jwks_uri = meta["jwks_uri"].as_str().expect("jwks_uri");
-    assert!(jwks_uri.ends_with("/.well-known/jwks.json"), "{jwks_uri}");
+    assert!(jwks_uri.ends_with("/orgs/acme/jwks.json"), "{jwks_uri}");
     assert!(
         meta["introspection_endpoint"]
             .as_str()
@@ -106,7 +114,7 @@ async fn broker_tokens_are_rfc9068_and_the_metadata_is_rfc8414() {
             .is_some_and(|u| u.ends_with("/oauth/revoke"))
     );
     // The key that signed the token is in the key set, as a P-256 public key only.
-    let jwks = s.get_json("/.well-known/jwks.json").await;
+    let jwks = s.get_json("/orgs/acme/jwks.json").await;
     let key = jwks["keys"]
         .as_array()
         .unwrap()

@@ -11,6 +11,7 @@ mod faults;
 mod gateway;
 mod idp;
 mod interleavings;
+mod issuer;
 mod lifecycle;
 mod log_capture;
 mod no_secrets;

@@ -352,10 +352,102 @@ async fn credentials_and_orgs(backend: Backend) {
             .await
             .is_err()
     );
-    assert_eq!(s.list_credentials().await.unwrap(), vec![c]);
+    assert_eq!(s.list_credentials().await.unwrap(), vec![c.clone()]);
     s.close().await;
 }
 both_backends!(credentials_and_orgs);
+
+/// Every credential write raises the change counter in its own transaction; a failed one does
+/// not. Deletes are per org and kind, and answer `NotFound` for what is not there.
+async fn credential_changes_are_counted(backend: Backend) {
+    use auth_broker::domain::ports::ResourceCredentialRecord;
+    let s = store(backend).await;
+    let audit = |id: &str| change("acme", id, vec![]).audit;
+    let v0 = s.credentials_version().await.unwrap();
+    let gw = CredentialRecord {
+        id: "gw-1".into(),
+        org: OrgId::new("acme"),
+        kind: CredentialKind::Gateway,
+        name: "ci".into(),
+        secret_hash: auth_broker::crypto::secret::hash_str("ab_gw_x").to_string(),
+        created_ms: 1,
+    };
+    s.insert_credentials(std::slice::from_ref(&gw), &audit("gw-1"))
+        .await
+        .unwrap();
+    let v1 = s.credentials_version().await.unwrap();
+    assert!(v1 > v0, "{v0} -> {v1}");
+    assert!(
+        s.insert_credentials(std::slice::from_ref(&gw), &audit("gw-1"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        s.credentials_version().await.unwrap(),
+        v1,
+        "a failed write counts nothing"
+    );
+    // Another org or another kind does not delete it.
+    assert_eq!(
+        s.delete_credential(
+            &OrgId::new("globex"),
+            CredentialKind::Gateway,
+            "gw-1",
+            &audit("gw-1")
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.delete_credential(
+            &OrgId::new("acme"),
+            CredentialKind::Admin,
+            "gw-1",
+            &audit("gw-1")
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+    s.delete_credential(
+        &OrgId::new("acme"),
+        CredentialKind::Gateway,
+        "gw-1",
+        &audit("gw-1"),
+    )
+    .await
+    .unwrap();
+    let v2 = s.credentials_version().await.unwrap();
+    assert!(v2 > v1);
+    assert!(s.list_credentials().await.unwrap().is_empty());
+
+    let rc = ResourceCredentialRecord {
+        id: "rc-1".into(),
+        org: OrgId::new("acme"),
+        connector: "github".into(),
+        name: "github-mcp".into(),
+        secret_hash: auth_broker::crypto::secret::hash_str("ab_rs_x").to_string(),
+        created_ms: 2,
+    };
+    s.insert_resource_credential(&rc, &audit("rc-1"))
+        .await
+        .unwrap();
+    let v3 = s.credentials_version().await.unwrap();
+    assert!(v3 > v2);
+    assert_eq!(s.list_resource_credentials().await.unwrap(), vec![rc]);
+    assert_eq!(
+        s.delete_resource_credential(&OrgId::new("acme"), "jira", "rc-1", &audit("rc-1"))
+            .await,
+        Err(StoreError::NotFound),
+        "bound to its connector"
+    );
+    s.delete_resource_credential(&OrgId::new("acme"), "github", "rc-1", &audit("rc-1"))
+        .await
+        .unwrap();
+    assert!(s.credentials_version().await.unwrap() > v3);
+    assert!(s.list_resource_credentials().await.unwrap().is_empty());
+    s.close().await;
+}
+both_backends!(credential_changes_are_counted);
 
 async fn audit_batches_append_in_order(backend: Backend) {
     use auth_broker::domain::ports::AuditWriter;

@@ -13,7 +13,9 @@ use crate::support::{Backend, Resp, TestServer, read};
 
 /// A documented path with its parameters filled in.
 fn concrete(path: &str) -> String {
-    path.replace("{org}", "acme").replace("{id}", "x")
+    path.replace("{org}", "acme")
+        .replace("{id}", "x")
+        .replace("{cid}", "y")
 }
 
 async fn unauthenticated(s: &TestServer, method: &str, path: &str) -> Resp {
@@ -140,6 +142,22 @@ async fn openapi_documents_the_statuses_the_api_answers() {
             &["204", "404"],
         ),
         ("post", "/admin/v1/orgs/{org}/gateways", &["201"]),
+        ("get", "/admin/v1/orgs/{org}/gateways", &["200"]),
+        (
+            "delete",
+            "/admin/v1/orgs/{org}/gateways/{id}",
+            &["204", "404", "409"],
+        ),
+        (
+            "post",
+            "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials",
+            &["201", "404"],
+        ),
+        (
+            "delete",
+            "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials/{cid}",
+            &["204", "404"],
+        ),
     ];
     let mut missing = Vec::new();
     for (method, path, statuses) in answered {
@@ -197,7 +215,11 @@ fn declared_routes(source: &str) -> BTreeSet<(String, String)> {
 fn every_admin_and_gateway_route_is_documented() {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut declared = BTreeSet::new();
-    for file in ["src/http/admin.rs", "src/http/gateway.rs"] {
+    for file in [
+        "src/http/admin.rs",
+        "src/http/admin/credentials.rs",
+        "src/http/gateway.rs",
+    ] {
         let source = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         declared.extend(declared_routes(&source));
     }

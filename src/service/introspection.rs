@@ -1,0 +1,230 @@
+//! RFC 7662 introspection and RFC 7009 revocation of the broker's own tokens, each scoped to
+//! the caller: a gateway key sees the tokens of its orgs, a resource-server credential only
+//! those of its connector (its org, `ab_con` and the connector's audience). Anything else is
+//! simply not active, and revoking it does nothing.
+//!
+//! Invariants:
+//! - A token is verified only with the keys of an org the caller is bound to, and `iss` and
+//!   `ab_org` must name that org: another org's token never verifies here.
+//! - Active means: verified, not revoked by `jti`, and the user's live projection still
+//!   active at the token's epoch with its connector and scopes entitled.
+//! - Revocation ends exactly one token: its `jti` goes on a deny list in the shared
+//!   ephemeral store until the token expires (every replica sees it), and the vault's cached
+//!   copy of that token is discarded so it is not served again. The user's other tokens and
+//!   the user's epoch are untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::access::field_connector;
+use super::tokens::{Signer, open};
+use super::vend::Vend;
+use crate::crypto::seal::{Aad, KeyRing};
+use crate::domain::clock::Clock;
+use crate::domain::vault::{Ephemeral, Vault, VaultError};
+use crate::domain::{OrgId, UserId};
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: i64 = 30;
+
+/// Who asks, as authenticated at the edge.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// A gateway key: every token of its orgs.
+    Gateway {
+        /// The orgs the key is bound to.
+        orgs: &'a [String],
+    },
+    /// A resource-server credential: the tokens of one connector of one org.
+    Resource {
+        /// Its org.
+        org: &'a str,
+        /// Its connector.
+        connector: &'a str,
+    },
+}
+
+/// The token a revocation ended (for its audit record; never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// Its org.
+    pub org: OrgId,
+    /// Its user (`sub`).
+    pub user: UserId,
+    /// Its connector (`ab_con`).
+    pub connector: String,
+    /// Its id (`jti`).
+    pub jti: String,
+}
+
+/// The introspection and revocation service.
+#[derive(Clone)]
+pub struct Introspection {
+    signer: Arc<Signer>,
+    vault: Arc<dyn Vault>,
+    eph: Arc<dyn Ephemeral>,
+    ring: Arc<KeyRing>,
+    vend: Vend,
+    clock: Arc<dyn Clock>,
+}
+
+/// The parts [`Introspection`] works with.
+pub struct IntrospectionParts {
+    /// Every org's issuer and keys.
+    pub signer: Arc<Signer>,
+    /// Projections and cached tokens.
+    pub vault: Arc<dyn Vault>,
+    /// The revoked-`jti` deny list.
+    pub eph: Arc<dyn Ephemeral>,
+    /// Opens cached tokens.
+    pub ring: Arc<KeyRing>,
+    /// Connector definitions (cached).
+    pub vend: Vend,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The deny-list key of a revoked token: its org and `jti` (a random id, not a secret).
+fn revoked_key(org: &str, jti: &str) -> String {
+    format!("rjti:{org}:{jti}")
+}
+
+impl Introspection {
+    /// Builds the service.
+    pub fn new(p: IntrospectionParts) -> Self {
+        Self {
+            signer: p.signer,
+            vault: p.vault,
+            eph: p.eph,
+            ring: p.ring,
+            vend: p.vend,
+            clock: p.clock,
+        }
+    }
+
+    /// The claims of `token` if it is one of the caller's and active now; `None` otherwise.
+    pub async fn introspect(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+    ) -> Result<Option<Value>, VaultError> {
+        let Some((org, claims)) = self.owned(caller, token).await else {
+            return Ok(None);
+        };
+        let (Some(jti), Some(user), Some(connector), Some(epoch), Some(scope)) = (
+            claims.get("jti").and_then(Value::as_str),
+            claims.get("sub").and_then(Value::as_str),
+            claims.get("ab_con").and_then(Value::as_str),
+            claims.get("ab_ep").and_then(Value::as_u64),
+            claims.get("scope").and_then(Value::as_str),
+        ) else {
+            return Ok(None);
+        };
+        if self.eph.get(&revoked_key(org, jti)).await?.is_some() {
+            return Ok(None);
+        }
+        let Some(p) = self
+            .vault
+            .read(&OrgId::new(org), &UserId::new(user), "_")
+            .await?
+            .projection
+        else {
+            return Ok(None);
+        };
+        let Some(entitled) = p.connectors.get(connector) else {
+            return Ok(None);
+        };
+        let scopes_ok = scope
+            .split_whitespace()
+            .all(|sc| entitled.iter().any(|e| e == sc));
+        Ok((p.active && p.epoch == epoch && scopes_ok).then_some(claims))
+    }
+
+    /// Revokes `token` (that one `jti`) if it is one of the caller's and says which token it
+    /// was; does nothing otherwise.
+    pub async fn revoke(
+        &self,
+        caller: Caller<'_>,
+        token: &str,
+    ) -> Result<Option<Revoked>, VaultError> {
+        let Some((org, claims)) = self.owned(caller, token).await else {
+            return Ok(None);
+        };
+        let (Some(jti), Some(user), Some(connector), Some(exp)) = (
+            claims.get("jti").and_then(Value::as_str),
+            claims.get("sub").and_then(Value::as_str),
+            claims.get("ab_con").and_then(Value::as_str),
+            claims.get("exp").and_then(Value::as_i64),
+        ) else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms() / 1000;
+        let ttl = Duration::from_secs((exp - now + LEEWAY_SECS).max(1) as u64);
+        self.eph.put(&revoked_key(org, jti), b"1", ttl).await?;
+        let revoked = Revoked {
+            org: OrgId::new(org),
+            user: UserId::new(user),
+            connector: connector.to_string(),
+            jti: jti.to_string(),
+        };
+        self.discard_cached_copy(&revoked.org, &revoked.user, connector, jti)
+            .await?;
+        Ok(Some(revoked))
+    }
+
+    /// The org and verified claims of `token` if it belongs to the caller (expired or revoked
+    /// tokens included: the caller of `revoke` may still own them).
+    async fn owned<'c>(&self, caller: Caller<'c>, token: &str) -> Option<(&'c str, Value)> {
+        let now = self.clock.now_ms() / 1000;
+        match caller {
+            Caller::Gateway { orgs } => orgs.iter().find_map(|org| {
+                self.signer
+                    .verify(org, token, now, LEEWAY_SECS)
+                    .map(|c| (org.as_str(), c))
+            }),
+            Caller::Resource { org, connector } => {
+                let claims = self.signer.verify(org, token, now, LEEWAY_SECS)?;
+                if claims.get("ab_con").and_then(Value::as_str) != Some(connector) {
+                    return None;
+                }
+                let connectors = self.vend.connectors(&OrgId::new(org)).await.ok()?;
+                let audience = &connectors.iter().find(|c| c.id == connector)?.audience;
+                (claims.get("aud").and_then(Value::as_str) == Some(audience.as_str()))
+                    .then_some((org, claims))
+            }
+        }
+    }
+
+    /// Finds the vault's cached copy of the token `jti` among the user's fields of
+    /// `connector` and discards it, so the next vend mints a new token.
+    async fn discard_cached_copy(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connector: &str,
+        jti: &str,
+    ) -> Result<(), VaultError> {
+        for field in self.vault.token_connectors(org, user).await? {
+            if field_connector(&field) != connector {
+                continue;
+            }
+            let read = self.vault.read(org, user, &field).await?;
+            let (Some(p), Some(sealed)) = (read.projection, read.sealed) else {
+                continue;
+            };
+            let aad = Aad {
+                org: org.as_str(),
+                user: user.as_str(),
+                connector: &field,
+                record_version: p.epoch,
+            };
+            if open(&self.ring, &sealed, &aad).is_ok_and(|rec| rec.jti == jti) {
+                // Deleted only if the field still holds this very token.
+                self.vault.discard_token(org, user, &field, &sealed).await?;
+            }
+        }
+        Ok(())
+    }
+}
