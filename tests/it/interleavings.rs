@@ -213,21 +213,36 @@ pub async fn run(t: &Target, size: Size) {
     for round in 0..size.rounds {
         let mut tasks = Vec::new();
         for user in &users {
-            // The highest epoch of any token this user was served so far.
+            // The highest epoch of any token this user was served so far, and how many
+            // reactivations were started.
             let served = Arc::new(AtomicU64::new(0));
+            let reactivations = Arc::new(AtomicU64::new(0));
             for stream in 0..size.streams {
-                let (t, user, group, served) =
-                    (t.clone(), user.clone(), group.clone(), served.clone());
+                let (t, user, group, served, reactivations) = (
+                    t.clone(),
+                    user.clone(),
+                    group.clone(),
+                    served.clone(),
+                    reactivations.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     for _ in 0..size.ops {
                         let op = OPS[rand::random_range(0..OPS.len())];
+                        if matches!(op, Op::Reactivate) {
+                            reactivations.fetch_add(1, Ordering::SeqCst);
+                        }
                         let before = served.load(Ordering::SeqCst);
+                        let reactivated = reactivations.load(Ordering::SeqCst);
                         t.op(op, &user, &group).await;
-                        // Vends race the ops; one right after a deactivation checks its epoch.
+                        // Vends race the ops; one right after a deactivation checks its epoch:
+                        // unless the IdP reactivated the user meanwhile, a token served now
+                        // must be newer than every token served before the deactivation.
                         let (status, body) = t.vend(&user).await;
                         if status == 200 {
                             let epoch = body["epoch"].as_u64().expect("the token's epoch");
-                            if matches!(op, Op::Deactivate) {
+                            if matches!(op, Op::Deactivate)
+                                && reactivations.load(Ordering::SeqCst) == reactivated
+                            {
                                 assert!(
                                     epoch > before,
                                     "round {round} stream {stream}: after a deactivation \

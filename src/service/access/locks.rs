@@ -20,7 +20,7 @@ impl Access {
         if self.dir.get_user(org, user).await?.is_none() {
             return Err(AccessError::Store(StoreError::NotFound));
         }
-        self.converge(org, user, Mode::Purge, "admin.kill_switch", actor)
+        self.converge(org, user, Mode::Kill, "admin.kill_switch", actor)
             .await
     }
 
@@ -44,7 +44,7 @@ impl Access {
         };
         let audit = self.user_audit(org, user, actor, "access.lock", at_ms, reason);
         self.locks.set_lock(org, user, &lock, &audit).await?;
-        self.converge(org, user, Mode::Purge, "admin.lock", actor)
+        self.converge(org, user, Mode::Revoke, "admin.lock", actor)
             .await
     }
 

@@ -71,8 +71,12 @@ pub struct SyncOutcome {
 enum Mode {
     /// Follow the system of record; revoke what was lost.
     Follow,
-    /// As `Follow`, and revoke (purge every token) even if nothing was lost: the kill switch.
-    Purge,
+    /// As `Follow`, and revoke even if the system of record, read now, shows nothing lost:
+    /// the caller's own write took access away, and a change that landed after it (a
+    /// reactivation, a re-added member) must not let tokens issued before it live on.
+    Revoke,
+    /// As `Revoke`, for the kill switch (audited as such).
+    Kill,
     /// As `Follow`, but only where a projection exists (the reconciler's repairs).
     Repair,
 }
@@ -330,6 +334,19 @@ impl Access {
         self.converge(org, user, Mode::Follow, reason, actor).await
     }
 
+    /// As [`Access::sync_user`], after a write that took access away (a deactivation, a
+    /// deletion, a membership removal): every token of the user issued before it is revoked,
+    /// even if a later change already gave the access back.
+    pub async fn revoke_user(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        reason: &str,
+        actor: &str,
+    ) -> Result<SyncOutcome, AccessError> {
+        self.converge(org, user, Mode::Revoke, reason, actor).await
+    }
+
     /// The one projection writer (see the module header).
     async fn converge(
         &self,
@@ -366,7 +383,9 @@ impl Access {
             }
             let held = self.vault.token_connectors(org, user).await?;
             let lost = lost_access(current.as_ref(), &derived, &held);
-            let revoke = lost || mode == Mode::Purge;
+            // Without a projection no token can exist: nothing to revoke by force.
+            let forced = matches!(mode, Mode::Revoke | Mode::Kill) && current.is_some();
+            let revoke = lost || forced;
             let next = Projection {
                 active: derived.active,
                 locked: derived.locked,
@@ -437,14 +456,14 @@ impl Access {
                 Revocation {
                     kind,
                     reason,
-                    action: if mode == Mode::Purge {
+                    action: if mode == Mode::Kill {
                         "access.kill_switch"
                     } else {
                         "access.revoke"
                     },
                     actor,
                     lost: lost_connectors,
-                    all: (mode != Mode::Purge).then_some(!next.active || next.locked),
+                    all: (mode != Mode::Kill).then_some(!next.active || next.locked),
                 },
             )
             .await?;

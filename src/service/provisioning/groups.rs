@@ -60,7 +60,8 @@ impl Provisioning {
             .create_group(&group, &added, &change)
             .await
             .map_err(store_error)?;
-        self.sync_users(ctx, &added, "scim.group.create").await?;
+        self.sync_users(ctx, &added, "scim.group.create", false)
+            .await?;
         self.render_group(ctx, &group).await
     }
 
@@ -134,7 +135,8 @@ impl Provisioning {
                 .await
             {
                 Ok(()) => {
-                    self.sync_users(ctx, &removed, "scim.group.delete").await?;
+                    self.sync_users(ctx, &removed, "scim.group.delete", true)
+                        .await?;
                     return Ok(());
                 }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,
@@ -214,13 +216,10 @@ impl Provisioning {
                 .await
             {
                 Ok(()) => {
-                    let touched: Vec<UserId> = added
-                        .iter()
-                        .chain(&removed)
-                        .chain(&renamed_members)
-                        .cloned()
-                        .collect();
-                    self.sync_users(ctx, &touched, action).await?;
+                    self.sync_users(ctx, &removed, action, true).await?;
+                    let touched: Vec<UserId> =
+                        added.iter().chain(&renamed_members).cloned().collect();
+                    self.sync_users(ctx, &touched, action, false).await?;
                     return self.render_group(ctx, &new).await;
                 }
                 Err(StoreError::VersionMismatch) if if_match.is_none() => backoff(attempt).await,

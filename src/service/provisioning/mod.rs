@@ -85,20 +85,27 @@ impl Provisioning {
         self
     }
 
-    /// Re-derives access for users whose directory state changed; revocations complete
-    /// before this returns. A failure is a 503: the change is saved, and the IdP's retry
-    /// (or any later write touching the user) converges the vault.
+    /// Re-derives access for users whose directory state changed (revoking every earlier
+    /// token when `revoke`: the write took access away); revocations complete before this
+    /// returns. A failure is a 503: the change is saved, and the IdP's retry (or any later
+    /// write touching the user, or the reconciler) converges the vault.
     async fn sync_users(
         &self,
         ctx: &ScimCtx,
         users: &[crate::domain::UserId],
         reason: &str,
+        revoke: bool,
     ) -> Result<(), ScimError> {
         let Some(access) = &self.access else {
             return Ok(());
         };
         for u in users {
-            if let Err(e) = access.sync_user(&ctx.org, u, reason, &ctx.actor).await {
+            let synced = if revoke {
+                access.revoke_user(&ctx.org, u, reason, &ctx.actor).await
+            } else {
+                access.sync_user(&ctx.org, u, reason, &ctx.actor).await
+            };
+            if let Err(e) = synced {
                 tracing::error!(error = %e, user = %u, "access not brought in line after a directory change");
                 return Err(ScimError::status(
                     503,
@@ -124,7 +131,8 @@ impl Provisioning {
             tracing::error!(error = %e, "pending directory changes not readable");
             ScimError::status(503, "access could not be confirmed yet; retry the request")
         })?;
-        self.sync_users(ctx, &users, "scim.group.retry").await
+        self.sync_users(ctx, &users, "scim.group.retry", false)
+            .await
     }
 
     /// The limits in force (advertised in ServiceProviderConfig).

@@ -99,7 +99,7 @@ impl Provisioning {
                 .await
             {
                 Ok(()) => {
-                    self.sync_users(ctx, std::slice::from_ref(&old.id), "scim.user.delete")
+                    self.sync_users(ctx, std::slice::from_ref(&old.id), "scim.user.delete", true)
                         .await?;
                     return Ok(());
                 }
@@ -130,7 +130,7 @@ impl Provisioning {
             let attrs = compute(&old)?;
             if attrs == old.attributes {
                 // Nothing changed, but a retry after a failed revocation lands here: converge.
-                self.sync_users(ctx, std::slice::from_ref(&old.id), action)
+                self.sync_users(ctx, std::slice::from_ref(&old.id), action, false)
                     .await?;
                 return self.render_user(ctx, &old).await;
             }
@@ -153,7 +153,8 @@ impl Provisioning {
             };
             match self.dir.update_user(&new, old.version, &change).await {
                 Ok(()) => {
-                    self.sync_users(ctx, std::slice::from_ref(&new.id), action)
+                    let deactivated = old.active && !new.active;
+                    self.sync_users(ctx, std::slice::from_ref(&new.id), action, deactivated)
                         .await?;
                     return self.render_user(ctx, &new).await;
                 }
@@ -177,7 +178,7 @@ impl Provisioning {
         };
         // Ids a vault key cannot hold were never given access.
         if !id.is_empty() && !id.contains(['{', '}']) {
-            self.sync_users(ctx, &[UserId::new(id)], "scim.user.missing")
+            self.sync_users(ctx, &[UserId::new(id)], "scim.user.missing", false)
                 .await?;
         }
         Err(missing)
