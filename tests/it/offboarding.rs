@@ -41,6 +41,16 @@ async fn behind_a_cut_proxy(events_interval_ms: u64) -> (TestServer, CutProxy) {
     (s, proxy)
 }
 
+/// A broker on a fresh PostgreSQL database and the suite's Redis; also returns its config.
+async fn on_postgres_and_redis() -> (TestServer, auth_broker::config::Config) {
+    let (url, dir) = fresh_database(Backend::Postgres).await;
+    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
+    (
+        TestServer::start_with(Backend::Postgres, cfg.clone()).await,
+        cfg,
+    )
+}
+
 fn token_of(r: &crate::support::Resp) -> String {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["access_token"].as_str().unwrap().to_string()
@@ -196,9 +206,7 @@ async fn the_reconciler_repairs_what_nobody_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_changes_found_at_start_up_revoke_before_serving() {
-    let (url, dir) = fresh_database(Backend::Postgres).await;
-    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
-    let s = TestServer::start_with(Backend::Postgres, cfg.clone()).await;
+    let (s, cfg) = on_postgres_and_redis().await;
     let (ann, _) = engineer(&s, "config-grant@acme.example").await;
     let token = token_of(&s.vend(&ann).await);
     s.halt().await;
@@ -243,9 +251,7 @@ async fn config_changes_found_at_start_up_revoke_before_serving() {
 /// would) vends nothing beyond the connector's definition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vend_path_bounds_a_stale_projection_by_the_connector() {
-    let (url, dir) = fresh_database(Backend::Postgres).await;
-    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
-    let s = TestServer::start_with(Backend::Postgres, cfg).await;
+    let (s, _) = on_postgres_and_redis().await;
     let (ann, _) = engineer(&s, "stale@acme.example").await;
     token_of(&s.vend(&ann).await);
     // The stale projection: a scope the connector does not offer.
@@ -304,9 +310,7 @@ async fn the_vend_path_bounds_a_stale_projection_by_the_connector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_holds_until_it_is_lifted() {
-    let (url, dir) = fresh_database(Backend::Postgres).await;
-    let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
-    let s = TestServer::start_with(Backend::Postgres, cfg).await;
+    let (s, _) = on_postgres_and_redis().await;
     let (ann, group) = engineer(&s, "locked@acme.example").await;
     let token = token_of(&s.vend(&ann).await);
     let mut events = s.events().await;

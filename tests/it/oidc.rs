@@ -441,27 +441,33 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn asserted_groups_grant_and_revoke_like_scim_groups() {
+/// A broker whose groups come from sign-in, and a person the IdP never pushed, created on
+/// first sign-in with the asserted `groups`; returns the IdP, the broker and the user's id.
+async fn signed_in_jit(subject: &str, groups: &[&str]) -> (HostileIdp, TestServer, String) {
     let (idp, s, _) = hostile_setup(|c| {
         c.jit = true;
         c.groups_source = auth_broker::config::GroupsSource::Assertion;
     })
     .await;
-    let start = format!("{}/auth/acme/login", s.base());
-
-    // A person the IdP never pushed: created on first sign-in, entitled by asserted groups.
-    idp.set_user("jit-1", &["Engineering"]);
-    let (r, _) = sign_in(&browser(), &start).await;
+    idp.set_user(subject, groups);
+    let (r, _) = sign_in(&browser(), &format!("{}/auth/acme/login", s.base())).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
     let found = s
         .acme()
-        .get("/Users?filter=externalId%20eq%20%22jit-1%22")
+        .get(&format!("/Users?filter=externalId%20eq%20%22{subject}%22"))
         .await;
     let id = found.body["Resources"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
+    (idp, s, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asserted_groups_grant_and_revoke_like_scim_groups() {
+    // A person the IdP never pushed: created on first sign-in, entitled by asserted groups.
+    let (idp, s, id) = signed_in_jit("jit-1", &["Engineering"]).await;
+    let start = format!("{}/auth/acme/login", s.base());
     let token = s.vend(&id).await;
     assert_eq!(token.status, StatusCode::OK, "{:?}", token.body);
 
@@ -515,23 +521,7 @@ async fn asserted_groups_grant_and_revoke_like_scim_groups() {
 /// members of SCIM groups: a deleted grant and a disabled connector revoke their tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_revoke_users_whose_groups_come_from_sign_in() {
-    let (idp, s, _) = hostile_setup(|c| {
-        c.jit = true;
-        c.groups_source = auth_broker::config::GroupsSource::Assertion;
-    })
-    .await;
-    let start = format!("{}/auth/acme/login", s.base());
-    idp.set_user("jit-admin", &["Engineering"]);
-    let (r, _) = sign_in(&browser(), &start).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{:?}", r.body);
-    let found = s
-        .acme()
-        .get("/Users?filter=externalId%20eq%20%22jit-admin%22")
-        .await;
-    let id = found.body["Resources"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_idp, s, id) = signed_in_jit("jit-admin", &["Engineering"]).await;
     let token = s.vend(&id).await.body["access_token"]
         .as_str()
         .expect("entitled by the asserted group")
