@@ -197,6 +197,7 @@ pub async fn prepare(
             eph: eph.clone(),
             ring: ring.clone(),
             vend: vend.clone(),
+            bus: access.bus().clone(),
             clock: clock.clone(),
         });
     let admin = service::admin::Admin::new(

@@ -161,6 +161,10 @@ pub struct BusEvent {
     pub epoch: u64,
     /// When it happened (Unix milliseconds).
     pub at_ms: i64,
+    /// The one token ended (RFC 7009), when the event is about one token only: a gateway drops
+    /// its cached copy of that token; the user's epoch did not move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Publish/subscribe across replicas (Redis pub/sub, or in-process for the embedded default).

@@ -23,7 +23,7 @@ use super::tokens::{Signer, open};
 use super::vend::Vend;
 use crate::crypto::seal::{Aad, KeyRing};
 use crate::domain::clock::Clock;
-use crate::domain::vault::{Ephemeral, Vault, VaultError};
+use crate::domain::vault::{BusEvent, Ephemeral, EventBus, Vault, VaultError};
 use crate::domain::{OrgId, UserId};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -67,6 +67,7 @@ pub struct Introspection {
     eph: Arc<dyn Ephemeral>,
     ring: Arc<KeyRing>,
     vend: Vend,
+    bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
 }
 
@@ -82,6 +83,8 @@ pub struct IntrospectionParts {
     pub ring: Arc<KeyRing>,
     /// Connector definitions (cached).
     pub vend: Vend,
+    /// Tells every replica's gateways that one token ended.
+    pub bus: Arc<dyn EventBus>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -100,6 +103,7 @@ impl Introspection {
             eph: p.eph,
             ring: p.ring,
             vend: p.vend,
+            bus: p.bus,
             clock: p.clock,
         }
     }
@@ -171,6 +175,7 @@ impl Introspection {
         };
         self.discard_cached_copy(&revoked.org, &revoked.user, connector, jti)
             .await?;
+        self.announce(&revoked).await;
         Ok(Some(revoked))
     }
 
@@ -194,6 +199,28 @@ impl Introspection {
                 (claims.get("aud").and_then(Value::as_str) == Some(audience.as_str()))
                     .then_some((org, claims))
             }
+        }
+    }
+
+    /// Tells the gateways of every replica that this one token ended (`token.revoked` with its
+    /// `jti`, under the user's unchanged epoch). A failure to publish is logged: introspection
+    /// already answers the token as inactive.
+    async fn announce(&self, r: &Revoked) {
+        let epoch = match self.vault.read(&r.org, &r.user, "_").await {
+            Ok(read) => read.projection.map_or(0, |p| p.epoch),
+            Err(_) => 0,
+        };
+        let event = BusEvent {
+            kind: "token.revoked".into(),
+            org: r.org.to_string(),
+            user_id: Some(r.user.to_string()),
+            connectors: vec![r.connector.clone()],
+            epoch,
+            at_ms: self.clock.now_ms(),
+            jti: Some(r.jti.clone()),
+        };
+        if let Err(e) = self.bus.publish(&event).await {
+            tracing::warn!(error = %e, "token revocation event not published");
         }
     }
 

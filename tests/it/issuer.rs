@@ -372,8 +372,25 @@ async fn rfc7009_revokes_that_one_token(backend: Backend) {
     let (ann, _) = engineer_in_group(&s, "ann@acme.example").await;
     let github = vend(&s, ACME_GATEWAY, "acme", &ann, "github").await;
     let jira = vend(&s, ACME_GATEWAY, "acme", &ann, "jira").await;
+    let mut events = s.events().await;
     let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, &github).await;
     assert_eq!(status, StatusCode::OK);
+    // The gateways are told which token ended (by its jti).
+    let jti = jwt_claims(&github)["jti"].as_str().unwrap().to_string();
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !seen.contains(&jti) && std::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), events.chunk()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(
+        seen.contains("event: token.revoked") && seen.contains(&format!("\"jti\":\"{jti}\"")),
+        "{seen}"
+    );
+    drop(events);
     assert!(
         !active(&s, ACME_GATEWAY, &github).await,
         "the revoked token"

@@ -40,6 +40,7 @@ impl Access {
             connectors: next.connectors.keys().cloned().collect(),
             epoch,
             at_ms: self.clock.now_ms(),
+            jti: None,
         };
         if let Err(e) = self.bus.publish(&event).await {
             tracing::warn!(error = %e, "entitlements event not published");
@@ -70,6 +71,7 @@ impl Access {
             connectors: connectors.clone(),
             epoch,
             at_ms: now,
+            jti: None,
         };
         if let Err(e) = self.bus.publish(&event).await {
             tracing::warn!(error = %e, "revocation event not published; gateways learn the epoch on their next vend");

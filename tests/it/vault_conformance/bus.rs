@@ -21,6 +21,7 @@ pub(super) fn event(org: &OrgId, n: usize) -> BusEvent {
         // Past 2^53: the epoch crosses the bus exactly.
         epoch: (1u64 << 53) + n as u64,
         at_ms: 1_700_000_000_000 + n as i64,
+        jti: n.is_multiple_of(2).then(|| format!("jti-{n}")),
     }
 }
 
