@@ -85,24 +85,9 @@ async fn vend(s: &TestServer, key: &str, org: &str, user: &str, connector: &str)
     r.body["access_token"].as_str().unwrap().to_string()
 }
 
-/// POSTs a form with `token` to an OAuth endpoint with a Bearer credential.
-async fn oauth(s: &TestServer, path: &str, key: &str, token: &str) -> (StatusCode, Value) {
-    let r = s
-        .http
-        .post(format!("{}{path}", s.base()))
-        .bearer_auth(key)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 /// Introspects with a credential, asserting 200; returns `active`.
 async fn active(s: &TestServer, key: &str, token: &str) -> bool {
-    let (status, body) = oauth(s, "/oauth/introspect", key, token).await;
+    let (status, body) = s.oauth("/oauth/introspect", key, token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["active"].as_bool().expect("active is a boolean")
 }
@@ -204,7 +189,7 @@ async fn each_org_is_its_own_issuer(backend: Backend) {
         "other org's token"
     );
     assert!(active(&s, GLOBEX_GATEWAY, &g_token).await);
-    let (status, _) = oauth(&s, "/oauth/revoke", GLOBEX_GATEWAY, &a_token).await;
+    let (status, _) = s.oauth("/oauth/revoke", GLOBEX_GATEWAY, &a_token).await;
     assert_eq!(status, StatusCode::OK, "RFC 7009: 200 either way");
     assert!(
         active(&s, ACME_GATEWAY, &a_token).await,
@@ -279,13 +264,13 @@ async fn resource_credentials_see_only_their_connector(backend: Backend) {
     let r = basic("rc-someone-else", &secret).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // It revokes nothing of another connector.
-    let (status, _) = oauth(&s, "/oauth/revoke", &secret, &jira).await;
+    let (status, _) = s.oauth("/oauth/revoke", &secret, &jira).await;
     assert_eq!(status, StatusCode::OK);
     assert!(active(&s, ACME_GATEWAY, &jira).await);
     // It may revoke its own connector's tokens.
     let other = vend(&s, ACME_GATEWAY, "acme", &ann, "github").await;
     assert_eq!(other, github, "still the cached token");
-    let (status, _) = oauth(&s, "/oauth/revoke", &secret, &github).await;
+    let (status, _) = s.oauth("/oauth/revoke", &secret, &github).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         !active(&s, ACME_GATEWAY, &github).await,
@@ -316,7 +301,7 @@ async fn resource_credentials_see_only_their_connector(backend: Backend) {
     // Revoked: invalid_client from then on.
     let r = s.admin(Method::DELETE, &format!("{path}/{id}"), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-    let (status, body) = oauth(&s, "/oauth/introspect", &secret, &github).await;
+    let (status, body) = s.oauth("/oauth/introspect", &secret, &github).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "invalid_client");
     let r = s.admin(Method::DELETE, &format!("{path}/{id}"), None).await;
@@ -357,7 +342,7 @@ async fn resource_credentials_see_only_their_connector(backend: Backend) {
         .admin(Method::POST, "/admin/v1/orgs/acme/connectors", Some(linear))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let (status, _) = oauth(&s, "/oauth/introspect", &linear_secret, &github).await;
+    let (status, _) = s.oauth("/oauth/introspect", &linear_secret, &github).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         s.admin(Method::GET, creds, None).await.body["resource_credentials"],
@@ -373,7 +358,7 @@ async fn rfc7009_revokes_that_one_token(backend: Backend) {
     let github = vend(&s, ACME_GATEWAY, "acme", &ann, "github").await;
     let jira = vend(&s, ACME_GATEWAY, "acme", &ann, "jira").await;
     let mut events = s.events().await;
-    let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, &github).await;
+    let (status, _) = s.oauth("/oauth/revoke", ACME_GATEWAY, &github).await;
     assert_eq!(status, StatusCode::OK);
     // The gateways are told which token ended (by its jti).
     let jti = jwt_claims(&github)["jti"].as_str().unwrap().to_string();

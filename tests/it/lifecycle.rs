@@ -22,20 +22,6 @@ async fn server_with(tune: impl FnOnce(&mut auth_broker::config::Config)) -> Tes
     TestServer::start_with(Backend::Postgres, cfg).await
 }
 
-async fn oauth(s: &TestServer, path: &str, key: &str, token: &str) -> (StatusCode, Value) {
-    let r = s
-        .http
-        .post(format!("{}{path}", s.base()))
-        .bearer_auth(key)
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn token_of(r: &crate::support::Resp) -> String {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["access_token"].as_str().unwrap().to_string()
@@ -184,16 +170,16 @@ async fn rfc7009_revocation_ends_the_token_at_once() {
     assert_eq!(s.introspect(&token).await["active"], true);
 
     // Without a gateway key: RFC 6749 error body, nothing revoked.
-    let (status, body) = oauth(&s, "/oauth/revoke", "ab_gw_wrong", &token).await;
+    let (status, body) = s.oauth("/oauth/revoke", "ab_gw_wrong", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_client");
     assert_eq!(s.introspect(&token).await["active"], true);
     // An unknown token is not an error (RFC 7009 §2.2).
-    let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, "not-a-token").await;
+    let (status, _) = s.oauth("/oauth/revoke", ACME_GATEWAY, "not-a-token").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.introspect(&token).await["active"], true);
 
-    let (status, _) = oauth(&s, "/oauth/revoke", ACME_GATEWAY, &token).await;
+    let (status, _) = s.oauth("/oauth/revoke", ACME_GATEWAY, &token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(s.introspect(&token).await["active"], false);
     // The vault no longer serves it: the next vend is a new token.

@@ -390,6 +390,22 @@ impl TestServer {
             .status()
     }
 
+    /// POSTs a form with `token` to an OAuth endpoint with a Bearer credential: the status
+    /// and the JSON body (`Null` when there is none).
+    pub async fn oauth(&self, path: &str, key: &str, token: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .bearer_auth(key)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// RFC 7662 introspection of `token` with acme's gateway key, asserting 200.
     pub async fn introspect(&self, token: &str) -> Value {
         let r = self

@@ -226,13 +226,25 @@ impl Access {
         org: &OrgId,
         user: &UserId,
     ) -> Result<Option<(User, Entitlements, Vec<Connector>)>, AccessError> {
+        Ok(self
+            .record_of(org, user)
+            .await?
+            .map(|(u, _, ent, connectors)| (u, ent, connectors)))
+    }
+
+    /// The user, whether a lock holds, and the entitlements the system of record gives now.
+    async fn record_of(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+    ) -> Result<Option<(User, bool, Entitlements, Vec<Connector>)>, AccessError> {
         let Some(u) = self.dir.get_user(org, user).await? else {
             return Ok(None);
         };
         let (connectors, grants) = self.policy_of(org).await?;
         let locked = self.locks.lock_of(org, user).await?.is_some();
         let ent = self.compute(org, &u, !locked, &connectors, &grants).await?;
-        Ok(Some((u, ent, connectors)))
+        Ok(Some((u, locked, ent, connectors)))
     }
 
     /// The user's lock, if one holds.
@@ -299,26 +311,23 @@ impl Access {
 
     /// What the system of record says the user's projection must be, read now.
     async fn derive(&self, org: &OrgId, user: &UserId) -> Result<Derived, AccessError> {
-        let Some(u) = self.dir.get_user(org, user).await? else {
-            return Ok(Derived {
+        Ok(match self.record_of(org, user).await? {
+            None => Derived {
                 exists: false,
                 active: false,
                 locked: false,
                 connectors: BTreeMap::new(),
-            });
-        };
-        let (connectors, grants) = self.policy_of(org).await?;
-        let locked = self.locks.lock_of(org, user).await?.is_some();
-        let ent = self.compute(org, &u, !locked, &connectors, &grants).await?;
-        Ok(Derived {
-            exists: true,
-            active: u.active,
-            locked,
-            connectors: ent
-                .connectors
-                .into_iter()
-                .map(|(k, v)| (k, v.scopes))
-                .collect(),
+            },
+            Some((u, locked, ent, _)) => Derived {
+                exists: true,
+                active: u.active,
+                locked,
+                connectors: ent
+                    .connectors
+                    .into_iter()
+                    .map(|(k, v)| (k, v.scopes))
+                    .collect(),
+            },
         })
     }
 
