@@ -23,8 +23,8 @@
 #
 # Usage: scripts/bench-vend.sh
 #
-# AUTH_BROKER_BENCH_NICE=N runs the broker with server.io_thread_nice = N (unset by default);
-# the summary says what nice value the I/O threads got.
+# AUTH_BROKER_BENCH_PROFILE=NAME builds the broker with that Cargo profile (default
+# `release-lto`: fat LTO, one codegen unit; `release` measures the default build).
 #
 # Needs a PostgreSQL server that accepts the role in AUTH_BROKER_BENCH_PG (default
 # postgres://postgres@127.0.0.1:5432, must be able to create databases), Redis at
@@ -72,10 +72,7 @@ ROUNDS=200        # deactivation rounds
 TOKENS=20         # tokens held by the user being deactivated
 USERS=100         # users the vend load rotates over
 GET_REQUESTS=200000
-# server.io_thread_nice for the broker under test (empty: not set). The broker shares two
-# CPUs with Redis, PostgreSQL and the load generator here; a gateway's broker would not.
-IO_NICE=${AUTH_BROKER_BENCH_NICE:-}
-NICE_LINE=${IO_NICE:+io_thread_nice = $IO_NICE}
+PROFILE=${AUTH_BROKER_BENCH_PROFILE:-release-lto}
 
 log() { printf '%s\n' "bench-vend: $*" >&2; }
 die() {
@@ -98,9 +95,9 @@ rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" -n "$REDIS_DB" "$@"; }
 psql "$PG/postgres" -qAtc 'SELECT 1' >/dev/null 2>&1 || die "PostgreSQL is not reachable at $PG"
 
 # --- build ---------------------------------------------------------------------------------
-log "building (release)"
-cargo build --release --quiet
-BIN=$CARGO_TARGET_DIR/release/auth-broker
+log "building (profile $PROFILE)"
+cargo build --profile "$PROFILE" --quiet
+BIN=$CARGO_TARGET_DIR/$PROFILE/auth-broker
 [ -x "$BIN" ] || die "no broker binary at $BIN"
 VEND=$(cargo bench --bench vend --no-run --message-format=json --quiet 2>/dev/null |
     grep '"name":"vend"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1) || true
@@ -158,7 +155,6 @@ REDIS_URL=redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB
 listen = "127.0.0.1:$PORT"
 public_url = "$BASE"
 shutdown_grace_secs = 2
-$NICE_LINE
 
 [storage]
 data_dir = "$TMP/data"
@@ -224,11 +220,6 @@ for _ in $(seq "$READY_POLLS"); do
     sleep 0.1
 done
 curl -fs "$BASE/readyz" >/dev/null || die "the broker did not become ready"
-# The nice values the I/O threads run with (field 19 of each thread's stat), e.g. "-19 -19".
-IO_NICE_SEEN=$(for t in /proc/"$BROKER_PID"/task/*; do
-    case "$(cat "$t/comm" 2>/dev/null)" in auth-broker-io*) ;; *) continue ;; esac
-    sed 's/^.*) //' "$t/stat" | awk '{ print $17 }'
-done | tr '\n' ' ' | sed 's/ $//')
 
 "$VEND" setup --base "$BASE" --org "$ORG" --scim-token "$SCIM_TOKEN" \
     --gateway-key "$GATEWAY_KEY" --users "$USERS" --out "$TMP/users.txt" >"$TMP/setup.out"
@@ -503,7 +494,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 row() { printf '%-46s %-34s %-13s %s\n' "$@"; }
 echo
-echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, I/O threads nice ${IO_NICE_SEEN:-?} =="
+echo "== auth-broker vend benchmark: $(nproc) CPUs, commit $COMMIT, $(date -u +%Y-%m-%dT%H:%M:%SZ), machine $IDLE_BUSY % busy before the run, profile $PROFILE =="
 row "" "result" "target" ""
 row "1 raw Redis GET 1 KiB, $CONNECTIONS conns (baseline)" "$(fmt "$GET_MEAN_RPS") req/s" "" "(mean of before and after 2)"
 row "2 warm vend, $CONNECTIONS conns, wrk $WRK_THREADS threads" "$(fmt "$VEND_RPS") req/s = $RATIO x GET" ">= 0.40 x GET" "$V_RATIO"

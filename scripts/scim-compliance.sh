@@ -73,16 +73,8 @@ if [ -z "${AUTH_BROKER_SCIM_CHECK:-}" ]; then
 fi
 read -r -a CHECK_CMD <<<"$AUTH_BROKER_SCIM_CHECK"
 
-if [ -n "${AUTH_BROKER_BIN:-}" ]; then
-  BIN="$AUTH_BROKER_BIN"
-else
-  log "building the broker (debug)"
-  (cd "$ROOT" && cargo build --quiet --bin auth-broker)
-  target_dir="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  BIN="$target_dir/debug/auth-broker"
-fi
-[ -x "$BIN" ] || die "no broker binary at $BIN"
+# shellcheck source=lib/broker-bin.sh
+. "$ROOT/scripts/lib/broker-bin.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/auth-broker-scim.XXXXXX")"
 BROKER_PID=""

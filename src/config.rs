@@ -42,6 +42,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// The background repair of projections that disagree with the system of record.
     pub reconciler: ReconcilerConfig,
+    /// Upstream connectors' background work: token renewal and revocation delivery.
+    pub upstream: UpstreamSettings,
     /// Tenants keyed by org id (used in URLs, e.g. `/scim/v2/{org}`).
     pub orgs: BTreeMap<String, OrgConfig>,
 }
@@ -63,15 +65,6 @@ pub struct ServerConfig {
     /// Sign-ins one org may start within a login's lifetime (10 minutes); beyond it
     /// `GET /auth/{org}/login` answers 429. Bounds the state anonymous requests can store.
     pub max_pending_logins: u64,
-    /// Threads serving HTTP, each given its share of the connections and its own vault
-    /// connection; 0 means one per CPU.
-    pub io_threads: usize,
-    /// Pin each I/O thread to a CPU of its own (when there are as many CPUs as threads), so
-    /// the scheduler cannot stack them on one CPU while another runs lighter work.
-    pub pin_io_threads: bool,
-    /// Nice value for the I/O threads (-20..=19; unset leaves them as started). Below 0 they
-    /// get the CPU ahead of the broker's background work and co-located processes.
-    pub io_thread_nice: Option<i32>,
 }
 
 /// `[storage]`
@@ -134,9 +127,16 @@ pub struct BrokerConfig {
     pub token_ttl_secs: u64,
     /// A cached token closer than this to expiry is re-minted instead of served.
     pub refresh_margin_secs: u64,
-    /// The signing key is replaced at start-up once it is older than this; the old key stays
-    /// published in the JWKS until every token it signed has expired.
+    /// Each org's signing key is replaced once it has signed for this long (checked at
+    /// start-up and at every reload); the old key stays published in the JWKS until every
+    /// token it signed has expired.
     pub signing_key_max_age_days: u64,
+    /// A new signing key is published this long before it signs, so that every replica (and
+    /// every JWKS cache) has it first.
+    pub signing_key_publish_lead_secs: u64,
+    /// How often each replica reloads the signing keys from the database (well below the
+    /// lead).
+    pub signing_key_poll_interval_ms: u64,
 }
 
 impl SecretRef {
@@ -169,6 +169,8 @@ impl Default for BrokerConfig {
             token_ttl_secs: 900,
             refresh_margin_secs: 60,
             signing_key_max_age_days: 30,
+            signing_key_publish_lead_secs: 600,
+            signing_key_poll_interval_ms: 10_000,
         }
     }
 }
@@ -183,6 +185,33 @@ pub struct ReconcilerConfig {
     pub events_interval_ms: u64,
     /// How often every user's projection is compared with the system of record.
     pub sweep_interval_secs: u64,
+}
+
+/// `[upstream]`: the background work behind upstream connectors, on every replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// How often the refresher renews upstream tokens that are due (milliseconds; 0: never,
+    /// vends then refresh on read).
+    pub refresher_interval_ms: u64,
+    /// How often queued upstream revocations are delivered (milliseconds, at least 100).
+    pub revocation_interval_ms: u64,
+    /// Calls per second to any one upstream (its origin) from this replica; 0 turns the
+    /// budget off.
+    pub rate_per_second: f64,
+    /// Calls that may go at once to one upstream after a quiet spell.
+    pub rate_burst: u32,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            refresher_interval_ms: 1000,
+            revocation_interval_ms: 1000,
+            rate_per_second: 20.0,
+            rate_burst: 40,
+        }
+    }
 }
 
 impl Default for ReconcilerConfig {
@@ -285,6 +314,10 @@ pub struct ConnectorConfig {
     /// Token lifetime override, seconds.
     #[serde(default)]
     pub token_ttl_secs: Option<u64>,
+    /// The connector's own authorization server (`[orgs.<org>.connectors.<id>.upstream]`);
+    /// its client secret comes from `client_secret_env`.
+    #[serde(default)]
+    pub upstream: Option<crate::domain::upstream::UpstreamInput>,
 }
 
 fn yes() -> bool {
@@ -313,25 +346,6 @@ pub struct GrantConfig {
     pub actions: crate::domain::connector::ActionSet,
 }
 
-impl ServerConfig {
-    /// The I/O threads to run: `io_threads` (or one per CPU), pinned per `pin_io_threads`.
-    pub fn io(&self) -> crate::IoThreads {
-        crate::IoThreads {
-            count: self.io_thread_count(),
-            pin: self.pin_io_threads,
-            nice: self.io_thread_nice,
-        }
-    }
-
-    /// How many I/O threads to run (`io_threads`, or one per CPU).
-    pub fn io_thread_count(&self) -> usize {
-        match self.io_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -341,9 +355,6 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
             max_pending_logins: 10_000,
-            io_threads: 0,
-            pin_io_threads: true,
-            io_thread_nice: None,
         }
     }
 }
@@ -483,6 +494,23 @@ pub fn load(
     Ok((config, source))
 }
 
+/// Keys earlier releases accepted, with what replaced them: a config that still sets one is
+/// refused with this message rather than the generic "unknown field".
+const REMOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "server.io_threads",
+        "the broker serves with axum on tokio's multi-thread runtime, one thread per CPU",
+    ),
+    (
+        "server.pin_io_threads",
+        "the broker no longer pins threads to CPUs",
+    ),
+    (
+        "server.io_thread_nice",
+        "the broker no longer sets thread priorities; use `nice` or the service manager",
+    ),
+];
+
 fn render_figment(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
@@ -491,6 +519,16 @@ fn render_figment(e: figment::Error) -> String {
             } else {
                 e.path.join(".")
             };
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                let full = if key.is_empty() || key.ends_with(field.as_str()) {
+                    key.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
+                if let Some((k, why)) = REMOVED_KEYS.iter().find(|(k, _)| *k == full) {
+                    return format!("{k}: this key was removed ({why}); delete it");
+                }
+            }
             let msg = e.kind.to_string();
             let origin = e
                 .metadata
@@ -514,18 +552,7 @@ fn problem(key: impl Into<String>, message: impl Into<String>) -> ConfigProblem 
     }
 }
 
-/// True for identifiers usable as org ids in URLs: 1–63 of `a-z 0-9 - _`, starting alphanumeric.
-pub fn valid_org_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 63
-        && id
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
+pub use crate::domain::valid_org_id;
 
 impl Config {
     /// PostgreSQL connections the pool keeps open while idle: as configured, else

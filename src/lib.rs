@@ -10,14 +10,12 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod identity;
-pub mod io_threads;
 pub mod keys;
 pub mod scim;
 pub mod service;
 pub mod store;
 pub mod telemetry;
-
-pub use io_threads::{IoThreads, serve_threads};
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,6 +67,12 @@ pub struct Prepared {
     pub audit: service::audit_sink::AuditSink,
     /// The reconciler's task, stopped on shutdown.
     pub reconciler: tokio::task::JoinHandle<()>,
+    /// The upstream revocation worker's task, stopped on shutdown (its rows stay due).
+    pub revocations: tokio::task::JoinHandle<()>,
+    /// The upstream token refresher's task, stopped on shutdown.
+    pub refresher: tokio::task::JoinHandle<()>,
+    /// The signing keys' reload, stopped on shutdown.
+    pub signing_keys: tokio::task::JoinHandle<()>,
 }
 
 /// Opens storage, provisions orgs and credentials, and builds the router.
@@ -123,17 +127,9 @@ pub async fn prepare(
         .into_iter()
         .map(|o| o.id)
         .collect();
-    let issuer_keys = keys::issuer_keys(
-        &store,
-        &ring,
-        &orgs,
-        keys::SigningPolicy {
-            max_age_ms: config.broker.signing_key_max_age_days as i64 * 86_400_000,
-            publish_for_ms: (config.broker.token_ttl_secs as i64).max(86_400) * 2_000,
-            now_ms: domain::clock::Clock::now_ms(&SystemClock),
-        },
-    )
-    .await?;
+    let signing_policy = keys::SigningPolicy::from_config(config);
+    let org_keys =
+        keys::load_org_keys(&store, &ring, &orgs, signing_policy, clock.now_ms()).await?;
     if config.storage.redis_url.is_some()
         && config.broker.issuer.is_none()
         && config.server.public_url.is_none()
@@ -155,8 +151,36 @@ pub async fn prepare(
             .issuer
             .clone()
             .unwrap_or_else(|| config.public_url(bound)),
-        issuer_keys,
+        org_keys,
     ));
+    let signing_keys = keys::SigningKeySync::new(
+        Arc::new(store.clone()),
+        ring.clone(),
+        &signer,
+        orgs,
+        signing_policy,
+        clock.clone(),
+    )
+    .spawn(Duration::from_millis(
+        config.broker.signing_key_poll_interval_ms,
+    ));
+    let upstreams = service::upstream::Upstreams::new(service::upstream::UpstreamParts {
+        client: upstream::UpstreamClient::new(upstream::ClientOptions {
+            budget: upstream::BudgetOptions {
+                per_second: config.upstream.rate_per_second,
+                burst: config.upstream.rate_burst.max(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+        ring: ring.clone(),
+        signer: signer.clone(),
+        consents: Arc::new(store.clone()),
+        eph: eph.clone(),
+        bus: bus.clone(),
+        clock: clock.clone(),
+        public_url: config.public_url(bound),
+    });
     let access = service::access::Access::new(
         directory.clone(),
         policy.clone(),
@@ -174,7 +198,8 @@ pub async fn prepare(
             .filter_map(|(id, o)| o.sign_in.as_ref().map(|s| (id.clone(), s.groups_source)))
             .collect(),
     )
-    .with_outbox(Arc::new(store.clone()));
+    .with_outbox(Arc::new(store.clone()))
+    .with_upstreams(upstreams.clone());
     resync_config_changes(&access, &config_changed).await;
     let reconciler = service::access::Reconciler::new(access.clone(), Arc::new(store.clone()))
         .spawn(
@@ -189,7 +214,22 @@ pub async fn prepare(
         clock.clone(),
         config.broker.token_ttl_secs,
         config.broker.refresh_margin_secs,
-    );
+        eph.clone(),
+    )
+    .with_upstreams(upstreams.clone());
+    let revocations = service::upstream::RevocationWorker::new(
+        upstreams.clone(),
+        policy.clone(),
+        Arc::new(store.clone()),
+    )
+    .spawn(Duration::from_millis(
+        config.upstream.revocation_interval_ms.max(100),
+    ));
+    let refresher = match config.upstream.refresher_interval_ms {
+        0 => tokio::spawn(async {}),
+        ms => service::vend::Refresher::new(vend.clone(), Arc::new(store.clone()))
+            .spawn(Duration::from_millis(ms)),
+    };
     let introspection =
         service::introspection::Introspection::new(service::introspection::IntrospectionParts {
             signer: vend.signer().clone(),
@@ -249,6 +289,7 @@ pub async fn prepare(
         audit,
         metrics: Arc::default(),
         clock,
+        upstreams,
     });
     let limits = HttpLimits {
         max_body_bytes: config.server.max_body_bytes,
@@ -260,6 +301,9 @@ pub async fn prepare(
         store,
         audit: audit_flush,
         reconciler,
+        revocations,
+        refresher,
+        signing_keys,
     })
 }
 
@@ -294,8 +338,11 @@ pub async fn serve(
 }
 
 /// After serving: writes the audit records still folded, then closes the store.
-pub(crate) async fn finish(prepared: Prepared, grace: Duration) {
+async fn finish(prepared: Prepared, grace: Duration) {
     prepared.reconciler.abort();
+    prepared.revocations.abort();
+    prepared.refresher.abort();
+    prepared.signing_keys.abort();
     // Records still being folded are written before the store closes.
     if tokio::time::timeout(grace.max(Duration::from_secs(1)), prepared.audit.flush())
         .await
@@ -361,6 +408,7 @@ async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result
                 default_actions: c.default_actions.unwrap_or(ActionSet::ALLOW_ALL),
                 enabled: c.enabled,
                 token_ttl_secs: c.token_ttl_secs.unwrap_or(0),
+                upstream: c.upstream.clone().map(|u| u.into_upstream(None)),
             })
             .collect();
         let grants: Vec<Grant> = org
@@ -415,9 +463,10 @@ async fn sync_config_policy(config: &Config, store: &SqlStore) -> anyhow::Result
     Ok(changes)
 }
 
-/// `auth-broker keys rotate`: re-seals vault records and signing keys under the active key.
-/// With the in-process vault (embedded default) only the signing keys are stored outside the
-/// serving process, so only they are re-sealed; records are re-sealed as they are re-minted.
+/// `auth-broker keys rotate`: re-seals vault records, signing keys, upstream client secrets,
+/// grants and pending upstream revocations under the active key. With the in-process vault
+/// (embedded default) the vault's records live only in the serving process, so they are
+/// re-sealed as they are re-minted; everything in the database is re-sealed here.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<service::rotation::RotationReport> {
     let store = open_store(config).await?;
     let ring = keys::key_ring(config)?;
@@ -433,7 +482,44 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<service::rotation::R
         ),
         None => Arc::new(store::vault_memory::MemoryVault::new()),
     };
-    let report = service::rotation::rotate(&store, &store, vault, &store, &ring).await?;
+    let stores = service::rotation::Sealed {
+        tenants: &store,
+        dir: &store,
+        signing: &store,
+        policy: &store,
+        consents: &store,
+    };
+    let now = domain::clock::Clock::now_ms(&SystemClock);
+    let report = service::rotation::rotate(stores, vault, &ring, now).await?;
     store.close().await;
     Ok(report)
+}
+
+/// `auth-broker keys rotate-signing`: a new signing key for `org` (or every org), published at
+/// once and signing after `broker.signing_key_publish_lead_secs`; running replicas pick it up
+/// at their next reload. An unknown org is an error.
+pub async fn rotate_signing_keys(
+    config: &Config,
+    org: Option<&str>,
+) -> anyhow::Result<Vec<keys::RotationOutcome>> {
+    let store = open_store(config).await?;
+    let ring = keys::key_ring(config)?;
+    let known: Vec<domain::OrgId> = domain::ports::Tenants::list_orgs(&store)
+        .await?
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    let orgs = match org {
+        None => known,
+        Some(id) => {
+            let id = domain::OrgId::new(id);
+            anyhow::ensure!(known.contains(&id), "no org {id} in the database");
+            vec![id]
+        }
+    };
+    let now = domain::clock::Clock::now_ms(&SystemClock);
+    let policy = keys::SigningPolicy::from_config(config);
+    let out = keys::rotate_signing(&store, &ring, &orgs, policy, now).await;
+    store.close().await;
+    out
 }

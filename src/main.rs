@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Vault key management.
+    /// Vault and signing key management.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -65,8 +65,19 @@ enum Command {
 enum KeysCommand {
     /// Print a fresh base64 32-byte vault key.
     Generate,
-    /// Re-seal every vault record and signing key under the active key (safe while serving).
+    /// Re-seal every vault record, signing key, upstream client secret, grant and pending
+    /// upstream revocation under the active key (safe while serving).
     Rotate {
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Add a new signing key for an org (or every org): published now, signing after
+    /// broker.signing_key_publish_lead_secs; running replicas pick it up without a restart.
+    RotateSigning {
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
         /// Config file.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -124,11 +135,62 @@ fn main() -> ExitCode {
                          {} unreadable; {} signing key(s) re-sealed",
                     r.resealed, r.current, r.skipped, r.unreadable, r.signing_keys
                 );
-                if r.unreadable > 0 {
-                    anyhow::bail!(
-                        "{} record(s) could not be opened with any key in the ring",
-                        r.unreadable
+                for (what, c) in [
+                    ("upstream client secrets", r.client_secrets),
+                    ("upstream grants", r.grants),
+                    ("pending upstream revocations", r.revocations),
+                ] {
+                    println!(
+                        "{what}: {} re-sealed, {} already current, {} skipped (changed \
+                         meanwhile), {} unreadable",
+                        c.resealed, c.current, c.skipped, c.unreadable
                     );
+                }
+                let unreadable = r.unreadable_total();
+                if unreadable > 0 {
+                    anyhow::bail!(
+                        "{unreadable} record(s) could not be opened with any key in the ring"
+                    );
+                }
+                Ok(())
+            })
+        }),
+        Command::Keys {
+            command: KeysCommand::RotateSigning { org, config },
+        } => with_config(config, &CliOverrides::default(), |cfg, _| {
+            run_async(async move {
+                use auth_broker::keys::RotationOutcome;
+                let now = auth_broker::domain::clock::Clock::now_ms(
+                    &auth_broker::domain::clock::SystemClock,
+                );
+                let when = |at: i64| {
+                    format!(
+                        "{} (in {} s)",
+                        auth_broker::domain::clock::rfc3339(at),
+                        (at - now).max(0) / 1000
+                    )
+                };
+                for o in auth_broker::rotate_signing_keys(&cfg, org.as_deref()).await? {
+                    match o {
+                        RotationOutcome::Scheduled {
+                            org,
+                            kid,
+                            activates_ms,
+                        } => println!(
+                            "org {org}: new signing key {kid} stored; every replica publishes \
+                             it at its next reload, and it signs from {}",
+                            when(activates_ms)
+                        ),
+                        RotationOutcome::UnderWay {
+                            org,
+                            kid,
+                            activates_ms,
+                        } => println!(
+                            "org {org}: a rotation is under way: key {kid} signs from {}; \
+                             nothing added",
+                            when(activates_ms)
+                        ),
+                    }
                 }
                 Ok(())
             })
@@ -174,7 +236,7 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     auth_broker::telemetry::init(&cfg.log);
-    let io = cfg.server.io();
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("server.listen: cannot bind {}: {e}", cfg.server.listen))?;
@@ -184,16 +246,20 @@ async fn serve(cfg: Config, source: ConfigSource) -> anyhow::Result<()> {
     if let Some(generated) = &prepared.generated {
         print_first_start(&public, generated);
     }
+    println!("auth-broker: serving on {public}. To try:");
+    println!("  ready:          {public}/readyz");
+    println!("  API document:   {public}/admin/v1/openapi.json");
+    println!("  admin API:      {public}/admin/v1/orgs/<org>/connectors  (admin key)");
+    println!("  gateway API:    {public}/internal/v1/token  (gateway key)");
+    println!("  metrics:        {public}/metrics");
     tracing::info!(
         listen = %bound,
-        io_threads = io.count,
-        pin_io_threads = io.pin,
         storage = if cfg.storage.database_url.is_some() { "configured" } else { "embedded sqlite" },
         source = ?source,
         "auth-broker serving"
     );
     let grace = Duration::from_secs(cfg.server.shutdown_grace_secs);
-    auth_broker::serve_threads(prepared, listener, io, shutdown_signal(), grace).await?;
+    auth_broker::serve(prepared, listener, shutdown, grace).await?;
     tracing::info!("auth-broker stopped");
     Ok(())
 }
@@ -240,24 +306,27 @@ fn hash_secret() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the returned
+/// future is first polled: a signal that arrives while the broker is still starting (opening
+/// storage, printing the first start's credentials) then stops it gracefully too, instead of
+/// ending the process with the signal's default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {},
+            _ = wait(interrupt) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        tracing::info!("shutdown requested; draining");
     }
-    tracing::info!("shutdown requested; draining");
 }

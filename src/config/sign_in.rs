@@ -157,18 +157,7 @@ fn default_session_ttl() -> u64 {
     8 * 3600
 }
 
-/// Where entitlement groups come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupsSource {
-    /// SCIM memberships only; groups in assertions are shown but grant nothing.
-    #[default]
-    Scim,
-    /// The groups of the last sign-in only.
-    Assertion,
-    /// SCIM memberships plus the groups of the last sign-in.
-    Both,
-}
+pub use crate::domain::connector::GroupsSource;
 
 /// `[orgs.<org>.sign_in.oidc]`
 #[derive(Debug, Clone, Serialize, Deserialize)]

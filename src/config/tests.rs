@@ -82,15 +82,51 @@ fn idle_connections_may_not_exceed_the_pool() {
 }
 
 #[test]
-fn io_thread_nice_must_be_a_nice_value() {
-    assert!(problem_keys("[server]\nio_thread_nice = -20\n").is_empty());
-    assert!(problem_keys("[server]\nio_thread_nice = 19\n").is_empty());
-    for bad in ["-21", "20"] {
-        assert_eq!(
-            problem_keys(&format!("[server]\nio_thread_nice = {bad}\n")),
-            ["server.io_thread_nice"]
+fn removed_keys_are_refused_by_name() {
+    for (key, line) in [
+        ("server.io_threads", "io_threads = 2"),
+        ("server.pin_io_threads", "pin_io_threads = false"),
+        ("server.io_thread_nice", "io_thread_nice = -5"),
+    ] {
+        let err = parse(&format!("[server]\n{line}\n")).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{key}: this key was removed (")),
+            "{key}: {err}"
         );
     }
+    // Any other unknown key keeps the generic message.
+    let err = parse("[server]\nio_thread = 2\n").unwrap_err();
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn redis_tls_and_a_zero_signing_key_age_are_refused_by_key() {
+    let keys = problem_keys(
+        "[storage]\nredis_url = \"rediss://r:6380\"\n[vault]\nactive_key = \"k\"\n\
+         [vault.keys.k]\nenv = \"AB_TEST_UNSET_KEY\"\n[broker]\nsigning_key_max_age_days = 0\n",
+    );
+    assert!(keys.contains(&"storage.redis_url".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"broker.signing_key_max_age_days".to_string()),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_signing_key_lead_shorter_than_two_reloads_is_refused_by_key() {
+    let keys = problem_keys(
+        "[broker]\nsigning_key_publish_lead_secs = 1\nsigning_key_poll_interval_ms = 600\n",
+    );
+    assert_eq!(keys, ["broker.signing_key_publish_lead_secs"]);
+    let keys = problem_keys("[broker]\nsigning_key_poll_interval_ms = 50\n");
+    assert_eq!(keys, ["broker.signing_key_poll_interval_ms"]);
+    assert!(
+        problem_keys(
+            "[broker]\nsigning_key_publish_lead_secs = 1\n\
+         signing_key_poll_interval_ms = 500\n"
+        )
+        .is_empty()
+    );
 }
 
 #[test]

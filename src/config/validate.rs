@@ -16,14 +16,6 @@ impl Config {
                 "must be an address such as 127.0.0.1:8080",
             ));
         }
-        if let Some(n) = self.server.io_thread_nice
-            && !(-20..=19).contains(&n)
-        {
-            out.push(problem(
-                "server.io_thread_nice",
-                "must be a nice value from -20 to 19",
-            ));
-        }
         if let Some(u) = &self.server.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
@@ -61,16 +53,23 @@ impl Config {
                 "must start with postgres:// or sqlite:",
             ));
         }
-        if let Some(url) = &self.storage.redis_url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
+        if let Some(url) = &self.storage.redis_url {
+            if url.starts_with("rediss") {
+                // Refused here rather than at start: the build has no TLS client for Redis.
+                out.push(problem(
+                    "storage.redis_url",
+                    "TLS to Redis (rediss://) is not available in this build; use redis://, \
+                     redis+sentinel:// or redis+cluster:// over a private network or a TLS tunnel",
+                ));
+            } else if !(url.starts_with("redis://")
                 || url.starts_with("redis+cluster://")
                 || url.starts_with("redis+sentinel://"))
-        {
-            out.push(problem(
-                "storage.redis_url",
-                "must start with redis://, rediss://, redis+sentinel:// or redis+cluster://",
-            ));
+            {
+                out.push(problem(
+                    "storage.redis_url",
+                    "must start with redis://, redis+sentinel:// or redis+cluster://",
+                ));
+            }
         }
         if self.storage.redis_timeout_ms == 0 {
             out.push(problem("storage.redis_timeout_ms", "must be at least 1"));
@@ -106,10 +105,49 @@ impl Config {
                 "must be at least 100",
             ));
         }
+        let rate = self.upstream.rate_per_second;
+        if !(rate.is_finite() && rate >= 0.0) {
+            out.push(problem(
+                "upstream.rate_per_second",
+                "must be a number of calls per second, 0 or more (0: no budget)",
+            ));
+        }
+        if self.upstream.revocation_interval_ms < 100 {
+            out.push(problem(
+                "upstream.revocation_interval_ms",
+                "must be at least 100",
+            ));
+        }
         if self.reconciler.sweep_interval_secs == 0 {
             out.push(problem(
                 "reconciler.sweep_interval_secs",
                 "must be at least 1",
+            ));
+        }
+        if self.broker.signing_key_max_age_days == 0 {
+            // 0 would retire every key as it is made: no start could settle on one.
+            out.push(problem(
+                "broker.signing_key_max_age_days",
+                "must be at least 1",
+            ));
+        }
+        if self.broker.signing_key_poll_interval_ms < 100 {
+            out.push(problem(
+                "broker.signing_key_poll_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        // A key must be on every replica before it signs: at least two reloads of lead.
+        if self
+            .broker
+            .signing_key_publish_lead_secs
+            .saturating_mul(1000)
+            < self.broker.signing_key_poll_interval_ms.saturating_mul(2)
+        {
+            out.push(problem(
+                "broker.signing_key_publish_lead_secs",
+                "must be at least twice broker.signing_key_poll_interval_ms, so that every \
+                 replica publishes a new key before it signs",
             ));
         }
         if self.broker.token_ttl_secs < 60 {
@@ -183,6 +221,7 @@ impl Config {
                 if c.audience.trim().is_empty() {
                     out.push(problem(format!("{key}.audience"), "must not be empty"));
                 }
+                out.extend(upstream_problems(&key, c));
             }
             for (i, g) in org.grants.iter().enumerate() {
                 let key = format!("{base}.grants[{i}]");
@@ -219,4 +258,34 @@ impl Config {
         }
         out
     }
+}
+
+/// Problems with a config-declared connector's upstream, named by key.
+fn upstream_problems(key: &str, c: &super::ConnectorConfig) -> Vec<ConfigProblem> {
+    use crate::domain::connector::Strategy;
+    let mut out = Vec::new();
+    match (&c.upstream, c.strategy) {
+        (None, Strategy::BrokerJwt) => {}
+        (None, _) => out.push(problem(
+            format!("{key}.upstream"),
+            "required for this strategy (the connector's own authorization server)",
+        )),
+        (Some(_), Strategy::BrokerJwt) => out.push(problem(
+            format!("{key}.upstream"),
+            "only id_jag, token_exchange and authorization_code connectors have an upstream",
+        )),
+        (Some(u), strategy) => {
+            if u.client_secret.is_some() {
+                out.push(problem(
+                    format!("{key}.upstream.client_secret"),
+                    "secrets are not written in config: use client_secret_env",
+                ));
+            }
+            let declared = u.clone().into_upstream(None);
+            for (k, why) in declared.problems(strategy) {
+                out.push(problem(format!("{key}.upstream.{k}"), why));
+            }
+        }
+    }
+    out
 }

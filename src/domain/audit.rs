@@ -8,7 +8,7 @@ use super::clock::Millis;
 use super::ids::OrgId;
 
 /// One audit record to append.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// The tenant.
     pub org: OrgId,
@@ -23,11 +23,12 @@ pub struct AuditEntry {
     /// The resource's id.
     pub resource_id: String,
     /// A short description without secrets.
+    #[schema(value_type = Object)]
     pub summary: Value,
 }
 
 /// An audit record as read back, with its sequence number.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Monotonic sequence number.
     pub seq: i64,

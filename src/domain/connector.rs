@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{GroupId, OrgId};
 
 /// How the broker obtains a user's upstream token for a connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The broker is the authorization server and mints RFC 9068 JWT access tokens.
@@ -24,7 +24,19 @@ pub enum Strategy {
 }
 
 /// The kind of effect a tool has; unknown tools count as `Write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Reads data.
@@ -51,7 +63,19 @@ impl Category {
 
 /// What a gateway must do when a person calls a tool. Ordered from most to least restrictive:
 /// `Blocked < NeedsApproval < Allow`, so "narrowing" is taking the minimum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Never allowed.
@@ -80,7 +104,7 @@ impl fmt::Display for Action {
 }
 
 /// One action per tool category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionSet {
     /// Action for read tools.
@@ -110,7 +134,7 @@ impl ActionSet {
 }
 
 /// A connector of one org.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Connector {
     /// Owning tenant.
     pub org: OrgId,
@@ -132,10 +156,13 @@ pub struct Connector {
     pub enabled: bool,
     /// Lifetime of minted access tokens, in seconds.
     pub token_ttl_secs: u64,
+    /// The connector's own authorization server (every strategy but `broker_jwt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<super::upstream::Upstream>,
 }
 
 /// Which group a grant applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupSelector {
     /// By `displayName`, case-insensitively (may name a group not pushed yet).
@@ -145,7 +172,7 @@ pub enum GroupSelector {
 }
 
 /// A grant: members of a group get a connector with scopes and actions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     /// Grant id (reason codes and audit refer to it).
     pub id: String,
@@ -159,4 +186,17 @@ pub struct Grant {
     pub scopes: Vec<String>,
     /// Actions per tool category.
     pub actions: ActionSet,
+}
+
+/// Where entitlement groups come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupsSource {
+    /// SCIM memberships only; groups in assertions are shown but grant nothing.
+    #[default]
+    Scim,
+    /// The groups of the last sign-in only.
+    Assertion,
+    /// SCIM memberships plus the groups of the last sign-in.
+    Both,
 }

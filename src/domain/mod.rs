@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod clock;
 pub mod connector;
+pub mod consent;
 pub mod directory;
 pub mod error;
 pub mod events;
@@ -13,7 +14,9 @@ pub mod ids;
 pub mod offboarding;
 pub mod policy;
 pub mod ports;
+pub mod text;
+pub mod upstream;
 pub mod vault;
 
 pub use error::StoreError;
-pub use ids::{GroupId, OrgId, UserId};
+pub use ids::{GroupId, OrgId, UserId, valid_org_id};

@@ -8,7 +8,7 @@ use super::clock::Millis;
 use super::{OrgId, StoreError, UserId};
 
 /// One revocation of one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// The tenant.
     pub org: OrgId,

@@ -50,7 +50,7 @@ pub mod code {
 }
 
 /// Why a decision came out as it did: stable codes admins and audit can rely on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     /// One of the constants in [`code`].
     pub code: &'static str,
@@ -85,7 +85,7 @@ impl Reason {
 }
 
 /// One decision with its reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     /// What the gateway must do.
     pub action: Action,
@@ -104,7 +104,7 @@ impl Decision {
 }
 
 /// What a user may do with one connector.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConnectorEntitlement {
     /// The connector id.
     pub connector: String,
@@ -119,7 +119,7 @@ pub struct ConnectorEntitlement {
 }
 
 /// Everything a user may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default, utoipa::ToSchema)]
 pub struct Entitlements {
     /// Whether the user is active; an inactive user has no connectors.
     pub active: bool,

@@ -349,6 +349,17 @@ pub trait PolicyStore: Send + Sync {
         id: &str,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
+    /// Replaces a connector's sealed client secret (vault key rotation) iff it is still the
+    /// `read` one, with its audit record; nothing else of the connector changes. `false` when
+    /// the secret changed meanwhile or the connector is gone (nothing written).
+    async fn reseal_client_secret(
+        &self,
+        org: &OrgId,
+        id: &str,
+        read: &[u8],
+        sealed: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
     /// Replaces every config-sourced connector and grant of an org with the given sets.
     async fn sync_config(
         &self,
@@ -377,10 +388,34 @@ pub struct StoredSigningKey {
     pub sealed_der: Vec<u8>,
     /// Public JWK.
     pub public_jwk: serde_json::Value,
-    /// When retired from signing (still published until its tokens expire).
+    /// When it stops signing (possibly in the future: the activation of the key that replaces
+    /// it); it stays published for a while after.
     pub retired_ms: Option<Millis>,
-    /// When created.
+    /// When created (and published).
     pub created_ms: Millis,
+    /// When it starts signing: a publication lead after `created_ms`, so that every replica
+    /// publishes it first (keys stored before activation times existed: `created_ms`).
+    pub activates_ms: Millis,
+}
+
+/// A signing key to add to an org's keys.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSigningKey<'a> {
+    /// The org (issuer).
+    pub org: &'a OrgId,
+    /// Key id.
+    pub kid: &'a str,
+    /// PKCS#8 DER sealed under the vault key ring.
+    pub sealed_der: &'a [u8],
+    /// Public JWK.
+    pub public_jwk: &'a serde_json::Value,
+    /// Now.
+    pub created_ms: Millis,
+    /// When it starts signing; the org's other keys stop signing then.
+    pub activates_ms: Millis,
+    /// `true`: the org's first key (stored only if the org has no unretired key). `false`: a
+    /// rotation (stored only if no key of the org is still waiting to activate).
+    pub first: bool,
 }
 
 /// The broker's signing keys in the system of record.
@@ -388,18 +423,14 @@ pub struct StoredSigningKey {
 pub trait SigningKeyStore: Send + Sync {
     /// Every key, oldest first.
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
-    /// Stores a new active key of an org.
-    async fn insert_signing_key(
-        &self,
-        org: &OrgId,
-        kid: &str,
-        sealed_der: &[u8],
-        public_jwk: &serde_json::Value,
-    ) -> Result<(), StoreError>;
+    /// Stores a new key of an org and, in the same transaction, retires every other unretired
+    /// key of the org at the new key's activation time. Additions for one org are serialised,
+    /// and the condition of `key.first` is checked under that serialisation: `false` (nothing
+    /// stored) when it does not hold, so replicas and operators racing to rotate one org
+    /// store one key.
+    async fn add_signing_key(&self, key: &NewSigningKey<'_>) -> Result<bool, StoreError>;
     /// Replaces the sealed private part of a key (vault key rotation).
     async fn reseal_signing_key(&self, kid: &str, sealed_der: &[u8]) -> Result<(), StoreError>;
-    /// Marks a key retired: it no longer signs but stays published for a while.
-    async fn retire_signing_key(&self, kid: &str, at_ms: Millis) -> Result<(), StoreError>;
 }
 
 /// Sign-in's view of the system of record: who an IdP identity is, and which groups the

@@ -199,4 +199,21 @@ pub trait Ephemeral: Send + Sync {
     /// Adds one to the counter at `key` (created at 0 with `ttl`, which later additions do
     /// not extend) and returns its new value.
     async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError>;
+    /// Takes the lock `key` for `owner` (a random token) for `ttl` if nobody holds it.
+    async fn lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, VaultError>;
+    /// Extends the lock to `ttl` from now iff `owner` still holds it (`false`: it lapsed and
+    /// may be someone else's: the holder must stop writing).
+    async fn renew(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, VaultError>;
+    /// Releases the lock iff `owner` still holds it.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), VaultError>;
 }

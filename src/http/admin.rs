@@ -2,23 +2,26 @@
 //! (`credentials`), users (view, kill switch, locks, offboarding receipts) and the audit log.
 //! Bearer admin key of the org.
 
-mod credentials;
+pub(crate) mod credentials;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
-use super::error::Problem;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::openapi::{AuthErrors, Conflict, InputErrors, NotFound};
+use crate::domain::connector::{Connector, Grant};
 use crate::domain::ports::CredentialKind;
 use crate::domain::{OrgId, UserId};
-use crate::service::admin::{Admin, AdminError, ConnectorInput, GrantInput};
+use crate::service::admin::{
+    Admin, AuditList, ConnectorInput, ConnectorList, GrantInput, GrantList, Killed, LockInput,
+    Locked, NewConnector, Offboarding, Unlocked, UserView,
+};
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
@@ -56,12 +59,35 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/orgs/{org}/audit", get(audit))
 }
 
-/// An admin key, or a session of a member of the org's admin group (checked live).
+/// The authenticated admin of the path's `{org}`: an admin key, or a session of a member of
+/// the org's admin group (checked live). As an extractor it runs before the body is read.
+pub struct AdminCaller {
+    /// The org of the path.
+    pub org: OrgId,
+    /// Who acts, for the audit log.
+    pub actor: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, ApiError> {
+        let org = super::extract::path_org(parts, s)
+            .await
+            .map_err(ApiError::Malformed)?;
+        let (org, actor) = authenticate(s, &org, &parts.headers).await?;
+        Ok(Self { org, actor })
+    }
+}
+
 async fn authenticate(
     s: &AppState,
     org: &str,
     headers: &HeaderMap,
-) -> Result<(OrgId, String), Problem> {
+) -> Result<(OrgId, String), ApiError> {
     if headers.get(header::AUTHORIZATION).is_none()
         && let Some(cookie) = super::auth::cookie(headers, crate::identity::SESSION_COOKIE)
     {
@@ -75,7 +101,7 @@ async fn session_admin(
     org: &str,
     headers: &HeaderMap,
     cookie: &str,
-) -> Result<(OrgId, String), Problem> {
+) -> Result<(OrgId, String), ApiError> {
     // A browser sends Origin (and Sec-Fetch-Site) with cross-site requests: refuse those, so a
     // page elsewhere cannot act with the admin's cookie.
     let origin_ok = headers
@@ -87,38 +113,13 @@ async fn session_admin(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == "same-origin" || v == "none");
     if !origin_ok || !site_ok {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_request",
-            "session-authenticated admin requests must come from this broker's own pages",
-        ));
+        return Err(ApiError::CrossSite);
     }
-    let unavailable = |e: crate::identity::SignInError| {
-        tracing::warn!(error = %e, "admin session check unavailable");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "temporarily unavailable; retry",
-        )
+    let Some(session) = s.sign_in.session(org, cookie).await? else {
+        return Err(ApiError::Unauthenticated("no valid session for this org"));
     };
-    let Some(session) = s.sign_in.session(org, cookie).await.map_err(unavailable)? else {
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "no valid session for this org",
-        ));
-    };
-    if !s
-        .sign_in
-        .is_admin(org, &session)
-        .await
-        .map_err(unavailable)?
-    {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "not_admin",
-            "the signed-in user is not in the org's admin group",
-        ));
+    if !s.sign_in.is_admin(org, &session).await? {
+        return Err(ApiError::NotAdmin);
     }
     Ok((OrgId::new(org), format!("session:{}", session.user_id)))
 }
@@ -127,312 +128,242 @@ fn authenticate_key(
     s: &AppState,
     org: &str,
     headers: &HeaderMap,
-) -> Result<(OrgId, String), Problem> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, k)| k.trim())
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "missing bearer admin key",
-            )
-        })?;
-    let idx = s.credentials.read().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "credential index unavailable",
-        )
-    })?;
+) -> Result<(OrgId, String), ApiError> {
+    let key = super::gateway::bearer(headers)
+        .ok_or(ApiError::Unauthenticated("missing bearer admin key"))?;
+    let idx = s
+        .credentials
+        .read()
+        .map_err(|_| ApiError::CredentialIndex)?;
     if let Some(actor) = idx.verify(org, CredentialKind::Admin, key) {
         return Ok((OrgId::new(org), actor));
     }
     let other_org = idx
         .orgs()
         .any(|o| o != org && idx.verify(o, CredentialKind::Admin, key).is_some());
-    if other_org {
-        Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "org_forbidden",
-            "this admin key is not bound to that org",
-        ))
+    Err(if other_org {
+        ApiError::OrgForbidden("this admin key is not bound to that org")
     } else {
-        Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "invalid admin key",
-        ))
-    }
-}
-
-fn problem(e: AdminError) -> Problem {
-    match e {
-        AdminError::Invalid(m) => Problem::new(StatusCode::BAD_REQUEST, "invalid_request", m),
-        AdminError::NotFound(m) => Problem::new(StatusCode::NOT_FOUND, "not_found", m),
-        AdminError::Conflict(m) => Problem::new(StatusCode::CONFLICT, "conflict", m),
-        AdminError::Unavailable(m) => {
-            tracing::warn!(error = %m, "admin request unavailable");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "temporarily unavailable; retry",
-            )
-        }
-    }
-}
-
-fn body<T: serde::de::DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
-    let bytes = b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is larger than 1 MiB",
-            )
-        } else {
-            Problem::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
-        }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("malformed JSON: {e}"),
-        )
+        ApiError::Unauthenticated("invalid admin key")
     })
 }
 
-type R = Result<Response, Problem>;
+type R = Result<Response, ApiError>;
 
 fn admin(s: &AppState) -> &Admin {
     &s.admin
 }
 
-async fn list_connectors(State(s): State<AppState>, Path(org): Path<String>, h: HeaderMap) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    Ok(
-        Json(json!({"connectors": admin(&s).connectors(&org).await.map_err(problem)?}))
-            .into_response(),
-    )
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/connectors", tag = "admin",
+    params(("org" = String, Path, description = "The org")),
+    responses((status = 200, description = "The org's connectors", body = ConnectorList), AuthErrors),
+    security(("admin_key" = [])))]
+pub(crate) async fn list_connectors(
+    State(s): State<AppState>,
+    AdminCaller { org, .. }: AdminCaller,
+) -> R {
+    let connectors = admin(&s).connectors(&org).await?;
+    Ok(Json(ConnectorList { connectors }).into_response())
 }
 
-async fn get_connector(
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/connectors/{id}", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 200, description = "The connector", body = Connector), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn get_connector(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
+    AdminCaller { org, .. }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    let all = admin(&s).connectors(&org).await.map_err(problem)?;
-    let c = all
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(|| problem(AdminError::NotFound(format!("no connector {id}"))))?;
-    Ok(Json(c).into_response())
+    Ok(Json(admin(&s).connector(&org, &id).await?).into_response())
 }
 
-async fn create_connector(
+#[utoipa::path(post, path = "/admin/v1/orgs/{org}/connectors", tag = "admin",
+    params(("org" = String, Path, description = "The org")), request_body = NewConnector,
+    responses((status = 201, description = "Created", body = Connector), AuthErrors, InputErrors, Conflict),
+    security(("admin_key" = [])))]
+pub(crate) async fn create_connector(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    h: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    AdminCaller { org, actor }: AdminCaller,
+    JsonBody(input): JsonBody<ConnectorInput>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    let input: ConnectorInput = body(b)?;
-    let id = input
-        .id
-        .clone()
-        .ok_or_else(|| problem(AdminError::Invalid("id is required".into())))?;
-    let c = Admin::connector_from(&org, &id, input).map_err(problem)?;
-    let c = admin(&s)
-        .put_connector(&org, &actor, c, true)
-        .await
-        .map_err(problem)?;
+    let c = admin(&s).create_connector(&org, &actor, input).await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 
-async fn put_connector(
+#[utoipa::path(put, path = "/admin/v1/orgs/{org}/connectors/{id}", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")), request_body = ConnectorInput,
+    responses((status = 200, description = "Replaced; users who lost access are revoked", body = Connector), AuthErrors, InputErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn put_connector(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(input): JsonBody<ConnectorInput>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    let input: ConnectorInput = body(b)?;
-    if input.id.as_deref().is_some_and(|i| i != id) {
-        return Err(problem(AdminError::Invalid(
-            "id in the body differs from the path".into(),
-        )));
-    }
-    let c = Admin::connector_from(&org, &id, input).map_err(problem)?;
     let c = admin(&s)
-        .put_connector(&org, &actor, c, false)
-        .await
-        .map_err(problem)?;
+        .replace_connector(&org, &actor, &id, input)
+        .await?;
     Ok(Json(c).into_response())
 }
 
-async fn delete_connector(
+#[utoipa::path(delete, path = "/admin/v1/orgs/{org}/connectors/{id}", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 204, description = "Deleted with its grants; its users' tokens are revoked"), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn delete_connector(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    admin(&s)
-        .delete_connector(&org, &actor, &id)
-        .await
-        .map_err(problem)?;
+    admin(&s).delete_connector(&org, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_grants(State(s): State<AppState>, Path(org): Path<String>, h: HeaderMap) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    Ok(Json(json!({"grants": admin(&s).grants(&org).await.map_err(problem)?})).into_response())
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/grants", tag = "admin",
+    params(("org" = String, Path, description = "The org")),
+    responses((status = 200, description = "The org's grants", body = GrantList), AuthErrors),
+    security(("admin_key" = [])))]
+pub(crate) async fn list_grants(
+    State(s): State<AppState>,
+    AdminCaller { org, .. }: AdminCaller,
+) -> R {
+    let grants = admin(&s).grants(&org).await?;
+    Ok(Json(GrantList { grants }).into_response())
 }
 
-async fn create_grant(
+#[utoipa::path(post, path = "/admin/v1/orgs/{org}/grants", tag = "admin",
+    params(("org" = String, Path, description = "The org")), request_body = GrantInput,
+    responses((status = 201, description = "Created", body = Grant), AuthErrors, InputErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn create_grant(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    h: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
+    AdminCaller { org, actor }: AdminCaller,
+    JsonBody(input): JsonBody<GrantInput>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    let input: GrantInput = body(b)?;
-    let g = admin(&s)
-        .create_grant(&org, &actor, input)
-        .await
-        .map_err(problem)?;
+    let g = admin(&s).create_grant(&org, &actor, input).await?;
     Ok((StatusCode::CREATED, Json(g)).into_response())
 }
 
-async fn delete_grant(
+#[utoipa::path(delete, path = "/admin/v1/orgs/{org}/grants/{id}", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 204, description = "Deleted; members who lost access are revoked"), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn delete_grant(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    admin(&s)
-        .delete_grant(&org, &actor, &id)
-        .await
-        .map_err(problem)?;
+    admin(&s).delete_grant(&org, &actor, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_user(
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/users/{id}", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 200, description = "Entitlements with reasons, live tokens, the lock and the epoch", body = UserView), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn get_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
+    AdminCaller { org, .. }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    Ok(Json(
-        admin(&s)
-            .user_view(&org, &UserId::new(id))
-            .await
-            .map_err(problem)?,
-    )
-    .into_response())
+    Ok(Json(admin(&s).user_view(&org, &UserId::new(id)).await?).into_response())
 }
 
-async fn revoke_user(
+#[utoipa::path(post, path = "/admin/v1/orgs/{org}/users/{id}/revoke", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 200, description = "Every token purged (the user may vend again unless locked)", body = Killed), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn revoke_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
 ) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    Ok(Json(
-        admin(&s)
-            .kill(&org, &actor, &UserId::new(id))
-            .await
-            .map_err(problem)?,
-    )
-    .into_response())
+    Ok(Json(admin(&s).kill(&org, &actor, &UserId::new(id)).await?).into_response())
 }
 
-/// `POST …/users/{id}/lock` `{"reason":"…"}`.
-#[derive(Deserialize)]
+#[utoipa::path(post, path = "/admin/v1/orgs/{org}/users/{id}/lock", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")), request_body = LockInput,
+    responses((status = 200, description = "Locked: every token purged, every vend refused (403 `user_locked`) until unlocked", body = Locked), AuthErrors, InputErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn lock_user(
+    State(s): State<AppState>,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(input): JsonBody<LockInput>,
+) -> R {
+    let user = UserId::new(id);
+    Ok(Json(admin(&s).lock(&org, &actor, &user, &input.reason).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/orgs/{org}/users/{id}/lock", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 200, description = "Unlocked", body = Unlocked), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn unlock_user(
+    State(s): State<AppState>,
+    AdminCaller { org, actor }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
+) -> R {
+    Ok(Json(admin(&s).unlock(&org, &actor, &UserId::new(id)).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/users/{id}/offboarding", tag = "admin",
+    params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")),
+    responses((status = 200, description = "Revocation receipts", body = Offboarding), AuthErrors, NotFound),
+    security(("admin_key" = [])))]
+pub(crate) async fn offboarding(
+    State(s): State<AppState>,
+    AdminCaller { org, .. }: AdminCaller,
+    Path((_, id)): Path<(String, String)>,
+) -> R {
+    Ok(Json(admin(&s).offboarding(&org, &UserId::new(id)).await?).into_response())
+}
+
+/// `GET …/audit` filters.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct LockBody {
-    reason: String,
-}
-
-async fn lock_user(
-    State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    let input: LockBody = body(b)?;
-    Ok(Json(
-        admin(&s)
-            .lock(&org, &actor, &UserId::new(id), &input.reason)
-            .await
-            .map_err(problem)?,
-    )
-    .into_response())
-}
-
-async fn unlock_user(
-    State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
-) -> R {
-    let (org, actor) = authenticate(&s, &org, &h).await?;
-    Ok(Json(
-        admin(&s)
-            .unlock(&org, &actor, &UserId::new(id))
-            .await
-            .map_err(problem)?,
-    )
-    .into_response())
-}
-
-async fn offboarding(
-    State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    h: HeaderMap,
-) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    Ok(Json(
-        admin(&s)
-            .offboarding(&org, &UserId::new(id))
-            .await
-            .map_err(problem)?,
-    )
-    .into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only records about this user id.
     user: Option<String>,
+    /// Only records about this connector.
     connector: Option<String>,
+    /// Only records at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// At most this many records (100 when absent).
+    #[serde(default, deserialize_with = "limit")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
-async fn audit(
+/// `limit`: 1–1000.
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(n) if !(1..=1000).contains(&n) => {
+            Err(serde::de::Error::custom("limit must be from 1 to 1000"))
+        }
+        n => Ok(n),
+    }
+}
+
+#[utoipa::path(get, path = "/admin/v1/orgs/{org}/audit", tag = "admin",
+    params(("org" = String, Path, description = "The org"), AuditQuery),
+    responses((status = 200, description = "Audit records, oldest first", body = AuditList), AuthErrors, InputErrors),
+    security(("admin_key" = [])))]
+pub(crate) async fn audit(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    h: HeaderMap,
+    AdminCaller { org, .. }: AdminCaller,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R {
-    let (org, _) = authenticate(&s, &org, &h).await?;
-    let Query(q) =
-        q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string()))?;
+    let Query(q) = q.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let since = match q.since.as_deref() {
         None => None,
-        Some(t) => Some(crate::domain::clock::parse_rfc3339(t).ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                "since must be an RFC 3339 time",
-            )
-        })?),
+        Some(t) => Some(
+            crate::domain::clock::parse_rfc3339(t)
+                .ok_or_else(|| ApiError::Malformed("since must be an RFC 3339 time".into()))?,
+        ),
     };
     let records = admin(&s)
         .audit(
@@ -442,7 +373,6 @@ async fn audit(
             since,
             q.limit.unwrap_or(100),
         )
-        .await
-        .map_err(problem)?;
-    Ok(Json(json!({"records": records})).into_response())
+        .await?;
+    Ok(Json(AuditList { records }).into_response())
 }

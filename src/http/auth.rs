@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::Problem;
+use super::error::{ApiError, BodyError};
 use crate::domain::{OrgId, UserId};
 use crate::identity::{
     AcsForm, Callback, LOGIN_COOKIE, SAML_COOKIE, SESSION_COOKIE, Session, SignInError,
@@ -88,7 +88,7 @@ fn concluded(
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) => failure(headers, &e),
+        Err(e) => failure(headers, e),
     };
     resp.headers_mut().append(header::SET_COOKIE, clear);
     resp
@@ -128,15 +128,18 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn failure(headers: &HeaderMap, e: &SignInError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+/// A failed sign-in step: the error table's status and code, as an HTML page (problem+json
+/// when the client asks for JSON).
+pub(super) fn failure(headers: &HeaderMap, e: impl Into<ApiError>) -> Response {
+    let e = e.into();
     if wants_json(headers) {
-        return Problem::new(status, e.code(), e.to_string()).into_response();
+        return e.into_response();
     }
+    let (status, code, detail) = e.public();
     let body = format!(
         "<p>{}</p><p>Code: <code>{}</code></p>",
-        escape(&e.to_string()),
-        e.code()
+        escape(&detail),
+        code
     );
     let mut resp = (status, Html(page("Sign-in failed", &body))).into_response();
     resp.headers_mut()
@@ -172,7 +175,7 @@ async fn login(
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) => failure(&headers, &e),
+        Err(e) => failure(&headers, e),
     }
 }
 
@@ -193,23 +196,19 @@ async fn callback(
 async fn acs(
     State(s): State<AppState>,
     Path(org): Path<String>,
+    axum::Extension(limits): axum::Extension<super::HttpLimits>,
     headers: HeaderMap,
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Response {
     let form = match form {
         Ok(Form(f)) => f,
-        Err(e) => {
-            let status = e.status();
-            let err = SignInError::InvalidAssertion(if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "the SAMLResponse is larger than allowed".into()
-            } else {
-                "unreadable form".into()
-            });
-            let mut resp = failure(&headers, &err);
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                *resp.status_mut() = status;
-            }
-            return resp;
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = limits.max_body_bytes;
+            return failure(&headers, BodyError::TooLarge { limit });
+        }
+        Err(_) => {
+            let err = SignInError::InvalidAssertion("unreadable form".into());
+            return failure(&headers, err);
         }
     };
     let binding = cookie(&headers, SAML_COOKIE);
@@ -229,7 +228,7 @@ async fn saml_metadata(
             xml,
         )
             .into_response(),
-        Err(e) => failure(&headers, &e),
+        Err(e) => failure(&headers, e),
     }
 }
 
@@ -250,8 +249,7 @@ async fn me(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderM
         Ok(Some(session)) => session,
         Ok(None) => {
             if wants_json(&headers) || !s.sign_in.has_org(&org) {
-                return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first")
-                    .into_response();
+                return ApiError::Unauthenticated("sign in first").into_response();
             }
             let mut resp = StatusCode::FOUND.into_response();
             let to = format!("/auth/{org}/login?return_to=/auth/{org}/me");
@@ -260,11 +258,11 @@ async fn me(State(s): State<AppState>, Path(org): Path<String>, headers: HeaderM
             }
             return resp;
         }
-        Err(e) => return failure(&headers, &e),
+        Err(e) => return failure(&headers, e),
     };
     let view = match view(&s, &org, &session).await {
         Ok(v) => v,
-        Err(e) => return failure(&headers, &e),
+        Err(e) => return failure(&headers, e),
     };
     let mut resp = if wants_json(&headers) {
         Json(view).into_response()
@@ -298,6 +296,11 @@ async fn view(s: &AppState, org: &str, session: &Session) -> Result<Value, SignI
         .token_connectors(&org_id, &user)
         .await
         .map_err(|e| SignInError::Unavailable(e.to_string()))?;
+    let consents = s
+        .upstreams
+        .consent_views(&org_id, &user, &connectors)
+        .await
+        .map_err(|e| SignInError::Unavailable(e.to_string()))?;
     let groups = s.sign_in.groups_for_entitlements(&org_id, &user).await?;
     let admin = s.sign_in.is_admin(org, session).await?;
     let list: Vec<Value> = ent
@@ -322,8 +325,11 @@ async fn view(s: &AppState, org: &str, session: &Session) -> Result<Value, SignI
             } else {
                 "none"
             };
+            let consent = consents.iter().find(|v| v.connector == c.connector);
             json!({"connector": c.connector, "display_name": name, "scopes": c.scopes,
-                   "actions": actions, "tools": c.tools, "token": token})
+                   "actions": actions, "tools": c.tools, "token": token,
+                   "consent": consent.map(|v| v.status),
+                   "connect_url": consent.and_then(|v| v.connect_url.clone())})
         })
         .collect();
     Ok(json!({
@@ -380,17 +386,32 @@ fn render(v: &Value) -> String {
     if list.is_empty() {
         body.push_str("<p>None of your groups grants a connector.</p>");
     } else {
-        body.push_str("<table><tr><th>Connector</th><th>Scopes</th><th>Read</th><th>Write</th><th>Delete</th><th>Token</th></tr>");
+        body.push_str("<table><tr><th>Connector</th><th>Scopes</th><th>Read</th><th>Write</th><th>Delete</th><th>Token</th><th>Connection</th></tr>");
         for c in list {
             let scopes = escaped_strings(&c["scopes"]);
+            let connection = match (c["consent"].as_str(), c["connect_url"].as_str()) {
+                (Some("connected"), Some(url)) => {
+                    format!("connected <a href=\"{}\">reconnect</a>", escape(url))
+                }
+                (Some("needs_consent"), Some(url)) => format!(
+                    "needs consent <a href=\"{}\"><button>Connect</button></a>",
+                    escape(url)
+                ),
+                (Some("needs_reconsent"), Some(url)) => format!(
+                    "needs re-consent <a href=\"{}\"><button>Connect again</button></a>",
+                    escape(url)
+                ),
+                _ => "automatic".to_string(),
+            };
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 text(&c["display_name"]),
                 scopes.join(" "),
                 text(&c["actions"]["read"]),
                 text(&c["actions"]["write"]),
                 text(&c["actions"]["delete"]),
                 text(&c["token"]),
+                connection,
             ));
         }
         body.push_str("</table>");
@@ -410,7 +431,7 @@ async fn logout(
     if let Some(c) = cookie(&headers, SESSION_COOKIE)
         && let Err(e) = s.sign_in.logout(&org, c).await
     {
-        return failure(&headers, &e);
+        return failure(&headers, e);
     }
     let mut resp = (
         StatusCode::OK,

@@ -1,32 +1,39 @@
 //! `/internal/v1`: the gateway API (CONTRACT.md). Bearer gateway keys are bound to orgs and
-//! checked with one hash and one map look-up; every vend and decision is audited and counted.
+//! checked with one hash and one map look-up ([`GatewayKey`], before a byte of the body is
+//! read); the use cases, their audit records and their types are `service::gateway`'s.
 
 use std::convert::Infallible;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::Router;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::Instrument;
 
 use super::AppState;
-use super::error::Problem;
+use super::error::{ApiError, ErrorCode};
+use super::extract::JsonBody;
+use super::openapi::{AuthErrors, Conflict, InputErrors, NotFound, Problem};
 use crate::domain::OrgId;
-use crate::domain::connector::Category;
-use crate::domain::policy;
-use crate::service::vend::{UserRef, VendError, VendRequest};
+use crate::service::bootstrap::GatewayGrant;
+use crate::service::gateway::{
+    AuthorizeRequest, AuthorizeResponse, EntitlementsResponse, GatewayApi, TokenRequest,
+};
+use crate::service::vend::TokenResponse;
+use crate::service::vend::UserRef;
 
 const TOKEN_PATH: &str = "/internal/v1/token";
 
-/// The token route: the hot path, served with a lean middleware stack (see `http::app`).
+/// The token route: the hot path, served with a lean middleware stack (see `http::app`) and
+/// measured by [`measure_vend`].
 pub fn token_router() -> Router<AppState> {
     Router::new().route("/internal/v1/token", post(token))
 }
@@ -39,10 +46,11 @@ pub fn router() -> Router<AppState> {
         .route("/internal/v1/events", get(events))
 }
 
-/// The authenticated gateway: its credential and orgs.
-pub type Gateway = std::sync::Arc<crate::service::bootstrap::GatewayGrant>;
+/// The authenticated gateway: its credential and orgs (401 `unauthenticated` otherwise).
+pub struct GatewayKey(pub std::sync::Arc<GatewayGrant>);
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The bearer credential of a request, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.trim().split_once(' ')?;
     scheme
@@ -51,168 +59,98 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Authenticates a gateway key (401 `unauthenticated` otherwise).
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Gateway, Problem> {
-    let key = bearer(headers).ok_or_else(|| {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "missing bearer gateway key",
-        )
-    })?;
-    let index = state.credentials.read().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "credential index unavailable",
-        )
-    })?;
-    match index.verify_gateway(key) {
-        Some(grant) => Ok(grant),
-        None => Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "invalid gateway key",
-        )),
+impl FromRequestParts<AppState> for GatewayKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let key = bearer(&parts.headers)
+            .ok_or(ApiError::Unauthenticated("missing bearer gateway key"))?;
+        let index = s
+            .credentials
+            .read()
+            .map_err(|_| ApiError::CredentialIndex)?;
+        index
+            .verify_gateway(key)
+            .map(Self)
+            .ok_or(ApiError::Unauthenticated("invalid gateway key"))
     }
 }
 
-fn org_allowed(gw: &Gateway, org: &str) -> Result<OrgId, Problem> {
-    if gw.orgs.iter().any(|o| o == org) {
-        Ok(OrgId::new(org))
-    } else {
-        Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "org_forbidden",
-            "this gateway key is not bound to that org",
-        ))
-    }
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Problem> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is larger than 1 MiB",
-            )
+impl GatewayKey {
+    /// `org` if this key is bound to it (403 `org_forbidden` otherwise).
+    fn org(&self, org: &str) -> Result<OrgId, ApiError> {
+        if self.0.orgs.iter().any(|o| o == org) {
+            Ok(OrgId::new(org))
         } else {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                format!("unreadable body: {e}"),
-            )
-        }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            format!("malformed JSON: {e}"),
-        )
-    })
-}
-
-/// `user` as the gateway names it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserSpec {
-    id: Option<String>,
-    user_name: Option<String>,
-    email: Option<String>,
-    subject: Option<String>,
-}
-
-impl UserSpec {
-    fn to_ref(&self) -> Result<UserRef, Problem> {
-        let refs: Vec<UserRef> = [
-            self.id.clone().map(UserRef::Id),
-            self.user_name.clone().map(UserRef::UserName),
-            self.email.clone().map(UserRef::Email),
-            self.subject.clone().map(UserRef::Subject),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match <[UserRef; 1]>::try_from(refs) {
-            Ok([r]) => Ok(r),
-            Err(_) => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                "user must have exactly one of id, user_name, email, subject",
-            )),
+            Err(ApiError::OrgForbidden(
+                "this gateway key is not bound to that org",
+            ))
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenBody {
-    org: String,
-    user: UserSpec,
-    connector: String,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
+fn api(s: &AppState) -> GatewayApi<'_> {
+    GatewayApi {
+        vend: &s.vend,
+        access: &s.access,
+        audit: &s.audit,
+        clock: &*s.clock,
+    }
 }
 
-/// The answer when the audit record of a vend or a decision cannot be queued: nothing
-/// unaudited is given out.
-fn unaudited() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "audit backlog full; retry",
-    )
+/// A JSON answer that no cache keeps (it carries a token).
+fn no_store(body: impl serde::Serialize) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
-fn vend_problem(e: &VendError) -> Problem {
-    let status = match e {
-        VendError::UserInactive
-        | VendError::UserLocked
-        | VendError::NotEntitled
-        | VendError::ScopeNotEntitled(_) => StatusCode::FORBIDDEN,
-        VendError::UnknownUser | VendError::UnknownConnector => StatusCode::NOT_FOUND,
-        VendError::ConsentRequired(_) => StatusCode::CONFLICT,
-        VendError::Upstream(_) => StatusCode::BAD_GATEWAY,
-        VendError::Unavailable(detail) => {
-            tracing::warn!(error = %detail, "vend unavailable");
-            return Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "temporarily unavailable; retry",
-            );
-        }
+#[utoipa::path(post, path = "/internal/v1/token", tag = "gateway", request_body = TokenRequest,
+    responses((status = 200, description = "The token (`Cache-Control: no-store`)", body = TokenResponse), AuthErrors, InputErrors, NotFound, Conflict, (status = 502, description = "`upstream_error`: the upstream authorization server failed", body = Problem, content_type = "application/problem+json")),
+    security(("gateway_key" = [])))]
+pub(crate) async fn token(
+    State(s): State<AppState>,
+    gw: GatewayKey,
+    JsonBody(body): JsonBody<TokenRequest>,
+) -> Result<Response, ApiError> {
+    let org = gw.org(&body.org)?;
+    let v = api(&s).token(org, gw.0.actor.clone(), body).await?;
+    let counter = if v.cached {
+        &s.metrics.cache_hits
+    } else {
+        &s.metrics.mints
     };
-    Problem::new(status, e.code(), e.to_string())
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(no_store(v.served.response()))
 }
 
-async fn token(State(s): State<AppState>, req: axum::extract::Request) -> Response {
-    let headers = req.headers().clone();
-    // The request span the shared stack would open (DEBUG: free unless that level is on).
+/// Times every vend and counts it by outcome `code` (the hot route skips the per-route
+/// middleware), logging one line at DEBUG (free unless that level is on).
+pub async fn measure_vend(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
     let span = tracing::debug_span!(
         "request",
         method = "POST",
         path = TOKEN_PATH,
-        request_id = headers
+        request_id = req
+            .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default(),
     );
     let started = Instant::now();
-    let result = vend(&s, req).instrument(span.clone()).await;
-    let code = match &result {
-        Ok(_) => "ok",
-        Err((_, code)) => code,
-    };
+    let resp = next.run(req).instrument(span.clone()).await;
     let took = started.elapsed();
-    s.metrics.vend(code, took);
-    let resp = match result {
-        Ok(r) => r,
-        Err((p, _)) => p.into_response(),
+    let code = match resp.extensions().get::<ErrorCode>() {
+        Some(ErrorCode(code)) => code,
+        None if resp.status().is_success() => "ok",
+        None => "error",
     };
+    s.metrics.vend(code, took);
     s.metrics
         .routes
         .observe(&Method::POST, TOKEN_PATH, resp.status().as_u16(), took);
@@ -220,126 +158,23 @@ async fn token(State(s): State<AppState>, req: axum::extract::Request) -> Respon
     resp
 }
 
-async fn vend(
-    s: &AppState,
-    req: axum::extract::Request,
-) -> Result<Response, (Problem, &'static str)> {
-    // The key is checked before a byte of the body is read: an unauthenticated caller cannot
-    // make the broker buffer anything.
-    let gw = authenticate(s, req.headers()).map_err(|p| (p, "unauthenticated"))?;
-    let body = <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, s).await;
-    let body: TokenBody = json_body(body).map_err(|p| {
-        let code = p.code;
-        (p, code)
-    })?;
-    let org = org_allowed(&gw, &body.org).map_err(|p| (p, "org_forbidden"))?;
-    let user = body.user.to_ref().map_err(|p| (p, "malformed_request"))?;
-    let req = VendRequest {
-        org,
-        user,
-        connector: body.connector,
-        scopes: body.scopes,
-        gateway: gw.actor.clone(),
-    };
-    match s.vend.vend(&req).await {
-        Ok(v) => {
-            let counter = if v.cached {
-                &s.metrics.cache_hits
-            } else {
-                &s.metrics.mints
-            };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // An unaudited token is never served.
-            if !s.audit_served(req, &v) {
-                return Err((unaudited(), "unavailable"));
-            }
-            let body = v.served.body();
-            let mut resp = axum::body::Body::from(body).into_response();
-            let headers = resp.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            Ok(resp)
-        }
-        Err(e) => {
-            s.audit_vend(&req, e.code());
-            let mut p = vend_problem(&e);
-            if let VendError::ConsentRequired(url) = &e {
-                p = p.with("consent_url", json!(url));
-            }
-            Err((p, e.code()))
-        }
-    }
+#[utoipa::path(post, path = "/internal/v1/authorize", tag = "gateway", request_body = AuthorizeRequest,
+    responses((status = 200, description = "The decision with its reasons", body = AuthorizeResponse), AuthErrors, InputErrors, NotFound),
+    security(("gateway_key" = [])))]
+pub(crate) async fn authorize(
+    State(s): State<AppState>,
+    gw: GatewayKey,
+    JsonBody(body): JsonBody<AuthorizeRequest>,
+) -> Result<Response, ApiError> {
+    let org = gw.org(&body.org)?;
+    let decision = api(&s).authorize(org, &gw.0.actor, body).await?;
+    Ok(axum::Json(decision).into_response())
 }
 
+/// `GET /internal/v1/entitlements?org=…&user_id=…` (or `user_name`, `email`, `subject`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AuthorizeBody {
-    org: String,
-    user: UserSpec,
-    connector: String,
-    tool: String,
-    #[serde(default)]
-    category: Option<Category>,
-}
-
-async fn authorize(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let run = async {
-        let gw = authenticate(&s, &headers)?;
-        let body: AuthorizeBody = json_body(body)?;
-        let org = org_allowed(&gw, &body.org)?;
-        let user = s
-            .vend
-            .resolve_user(&org, &body.user.to_ref()?)
-            .await
-            .map_err(|e| vend_problem(&e))?;
-        let Some((_, ent, connectors)) = s.access.entitlements(&org, &user).await.map_err(|e| {
-            tracing::warn!(error = %e, "authorize unavailable");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "temporarily unavailable; retry",
-            )
-        })?
-        else {
-            return Err(vend_problem(&VendError::UnknownUser));
-        };
-        if !connectors.iter().any(|c| c.id == body.connector) {
-            return Err(vend_problem(&VendError::UnknownConnector));
-        }
-        let d = policy::decide_tool(
-            &ent,
-            &connectors,
-            &body.connector,
-            &body.tool,
-            body.category,
-        );
-        if !s.audit_decision(
-            &org,
-            &gw.actor,
-            &user,
-            &body.connector,
-            &body.tool,
-            d.action.as_str(),
-        ) {
-            return Err(unaudited());
-        }
-        Ok::<_, Problem>(Json(json!({"decision": d.action, "reasons": d.reasons})).into_response())
-    };
-    run.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-#[derive(Deserialize)]
-struct EntitlementsQuery {
+pub struct EntitlementsQuery {
     org: String,
     user_id: Option<String>,
     user_name: Option<String>,
@@ -347,63 +182,76 @@ struct EntitlementsQuery {
     subject: Option<String>,
 }
 
-async fn entitlements(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<EntitlementsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let run = async {
-        let gw = authenticate(&s, &headers)?;
-        let Query(q) = q.map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "malformed_request", e.to_string())
-        })?;
-        let org = org_allowed(&gw, &q.org)?;
-        let spec = UserSpec {
-            id: q.user_id,
-            user_name: q.user_name,
-            email: q.email,
-            subject: q.subject,
-        };
-        let user = s
-            .vend
-            .resolve_user(&org, &spec.to_ref()?)
-            .await
-            .map_err(|e| vend_problem(&e))?;
-        let Some((_, ent, _)) = s.access.entitlements(&org, &user).await.map_err(|e| {
-            tracing::warn!(error = %e, "entitlements unavailable");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "temporarily unavailable; retry",
-            )
-        })?
-        else {
-            return Err(vend_problem(&VendError::UnknownUser));
-        };
-        let connectors: Vec<Value> = ent
-            .connectors
-            .values()
-            .map(|c| {
-                let actions: serde_json::Map<String, Value> =
-                    c.actions.iter().map(|(k, d)| (k.as_str().to_string(), json!(d.action))).collect();
-                json!({"connector": c.connector, "scopes": c.scopes, "actions": actions, "tools": c.tools})
-            })
-            .collect();
-        Ok::<_, Problem>(
-            Json(json!({"user_id": user.as_str(), "active": ent.active, "connectors": connectors}))
-                .into_response(),
-        )
-    };
-    run.await.unwrap_or_else(IntoResponse::into_response)
+/// `org`, and the user named exactly one way: form-style members of one `user` object whose
+/// schema is the choice serde makes (written by hand, as a derive cannot say "exactly one").
+impl utoipa::IntoParams for EntitlementsQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::Required;
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let user =
+            crate::service::vend::exactly_one_of(&["user_id", "user_name", "email", "subject"]);
+        let org = ParameterBuilder::new()
+            .name("org")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::True)
+            .description(Some("The org (one the gateway key is bound to)"))
+            .schema(Some(string()));
+        let user = ParameterBuilder::new()
+            .name("user")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::True)
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .description(Some(
+                "The user: exactly one of `user_id`, `user_name`, `email`, `subject`",
+            ))
+            .schema(Some(user));
+        vec![org.build(), user.build()]
+    }
 }
 
-async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let gw = match authenticate(&s, &headers) {
-        Ok(g) => g,
-        Err(p) => return p.into_response(),
-    };
+impl EntitlementsQuery {
+    /// The user, named exactly one way.
+    fn user(self) -> Result<UserRef, ApiError> {
+        let refs = [
+            self.user_id.map(UserRef::Id),
+            self.user_name.map(UserRef::UserName),
+            self.email.map(UserRef::Email),
+            self.subject.map(UserRef::Subject),
+        ];
+        match <[UserRef; 1]>::try_from(refs.into_iter().flatten().collect::<Vec<_>>()) {
+            Ok([r]) => Ok(r),
+            Err(_) => Err(ApiError::Malformed(
+                "give exactly one of user_id, user_name, email, subject".into(),
+            )),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/internal/v1/entitlements", tag = "gateway", params(EntitlementsQuery),
+    responses((status = 200, description = "What the user may use", body = EntitlementsResponse), AuthErrors, InputErrors, NotFound),
+    security(("gateway_key" = [])))]
+pub(crate) async fn entitlements(
+    State(s): State<AppState>,
+    gw: GatewayKey,
+    q: Result<Query<EntitlementsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let org = gw.org(&q.org)?;
+    let ent = api(&s).entitlements(org, &q.user()?).await?;
+    Ok(axum::Json(ent).into_response())
+}
+
+#[utoipa::path(get, path = "/internal/v1/events", tag = "gateway",
+    responses((status = 200, description = "Server-sent events: `token.revoked`, `user.deactivated`, `user.locked`, `entitlements.changed`, `consent.required` of the key's orgs", content_type = "text/event-stream", body = String), AuthErrors),
+    security(("gateway_key" = [])))]
+pub(crate) async fn events(State(s): State<AppState>, gw: GatewayKey) -> Response {
     let rx = s.access.bus().subscribe();
-    Sse::new(event_stream(rx, gw.orgs.clone()))
+    Sse::new(event_stream(rx, gw.0.orgs.clone()))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use super::error::Problem;
+use super::error::ApiError;
 
 /// `/healthz` and `/readyz`.
 pub fn router() -> Router<AppState> {
@@ -48,10 +48,5 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!("readiness: vault check failed");
         down.push("vault");
     }
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("{} unreachable", down.join(" and ")),
-    )
-    .into_response()
+    ApiError::NotReady(format!("{} unreachable", down.join(" and "))).into_response()
 }

@@ -1,5 +1,14 @@
 //! `/metrics`: Prometheus text. Counters are plain atomics so the vend path pays a few
 //! nanoseconds; the latency histogram has fixed buckets.
+//!
+//! Rendered here rather than by `prometheus-client` (0.26, whose `prometheus_text` encoder
+//! writes the same names, `_total` TYPE lines and `le` labels), because its text would differ
+//! in two places: it writes float samples with `dtoa`, so whole-second sums gain a `.0` (an
+//! empty histogram's `_sum 0` becomes `_sum 0.0`), and its `Family` encodes label sets in hash
+//! order where the route histograms here are sorted by route and method. Its histogram's
+//! per-observation mutex is not the reason: 5 M observations on this 2-CPU machine cost
+//! 17–36 ns each with it against 19–44 ns with the atomics below (same run, 1 and 2 threads).
+//! `metrics-exporter-prometheus` needs a global recorder (no globals here).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,6 +254,51 @@ impl Metrics {
         ));
         out
     }
+
+    /// Appends the upstream connectors' series; `pending` is the revocation outbox's depth
+    /// (absent when the database did not answer).
+    pub fn render_upstream(
+        out: &mut String,
+        c: &crate::service::upstream::UpstreamCounters,
+        pending: Option<i64>,
+    ) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "auth_broker_upstream_mints_total",
+                "Access tokens obtained from connectors' authorization servers.",
+                load(&c.mints),
+            ),
+            (
+                "auth_broker_upstream_refreshes_total",
+                "Of those, obtained by refreshing a stored grant.",
+                load(&c.refreshes),
+            ),
+            (
+                "auth_broker_upstream_failures_total",
+                "Upstream mints refused or failed (circuit open and over budget included).",
+                load(&c.failures),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        out.push_str("# HELP auth_broker_upstream_revocations_total Upstream revocations delivered by this replica, by final status.\n# TYPE auth_broker_upstream_revocations_total counter\n");
+        for (status, v) in [
+            ("revoked", &c.revoked),
+            ("unsupported", &c.unsupported),
+            ("failed", &c.failed),
+        ] {
+            out.push_str(&format!(
+                "auth_broker_upstream_revocations_total{{status=\"{status}\"}} {}\n",
+                load(v)
+            ));
+        }
+        if let Some(p) = pending {
+            out.push_str(&format!("# HELP auth_broker_upstream_revocations_pending Upstream revocations queued and not delivered yet (all replicas).\n# TYPE auth_broker_upstream_revocations_pending gauge\nauth_broker_upstream_revocations_pending {p}\n"));
+        }
+    }
 }
 
 /// `/metrics`
@@ -254,15 +308,15 @@ pub fn router() -> Router<AppState> {
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let m: &Arc<Metrics> = &s.metrics;
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(
-            s.audit.depth(),
-            AccessCounts {
-                revocations: s.access.revocations(),
-                repairs: s.access.repairs(),
-                write_retries: s.access.write_retries(),
-            },
-        ),
-    )
+    let mut text = m.render(
+        s.audit.depth(),
+        AccessCounts {
+            revocations: s.access.revocations(),
+            repairs: s.access.repairs(),
+            write_retries: s.access.write_retries(),
+        },
+    );
+    let pending = s.upstreams.consents().pending_revocations().await.ok();
+    Metrics::render_upstream(&mut text, s.upstreams.counters(), pending);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

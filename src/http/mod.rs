@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connect;
 pub mod error;
+pub mod extract;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
@@ -24,16 +26,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Clock;
 use crate::domain::ports::Directory;
-use crate::domain::{OrgId, UserId};
 use crate::service::access::Access;
 use crate::service::admin::Admin;
 use crate::service::audit_sink::AuditSink;
 use crate::service::bootstrap::CredentialIndex;
 use crate::service::provisioning::Provisioning;
-use crate::service::vend::{UserRef, Vend, VendRequest};
+use crate::service::vend::Vend;
 
 /// Everything handlers need. Cloned per request by axum, so it is one `Arc`: a clone is a
 /// single atomic increment instead of one per service handle.
@@ -81,76 +81,8 @@ pub struct AppInner {
     pub metrics: Arc<metrics::Metrics>,
     /// Time.
     pub clock: Arc<dyn Clock>,
-}
-
-impl AppInner {
-    /// Now, Unix seconds.
-    pub fn clock_now_secs(&self) -> i64 {
-        self.clock.now_ms() / 1000
-    }
-
-    /// Queues the audit record of a refused vend (never the token). `false` when the backlog
-    /// is full.
-    pub fn audit_vend(&self, req: &VendRequest, outcome: &'static str) -> bool {
-        use crate::service::audit_sink::{VendAudit, VendSubject};
-        self.audit
-            .record(VendAudit {
-                org: req.org.clone(),
-                at_ms: self.clock.now_ms(),
-                gateway: req.gateway.clone(),
-                outcome,
-                subject: VendSubject::Refused {
-                    user: match &req.user {
-                        UserRef::Id(id) => id.clone(),
-                        _ => String::new(),
-                    },
-                    connector: req.connector.clone(),
-                },
-            })
-            .is_ok()
-    }
-
-    /// Queues the `ok` record of a served vend (never the token). `false` when the backlog is
-    /// full: the token is then not served.
-    pub fn audit_served(&self, req: VendRequest, v: &crate::service::vend::Vended) -> bool {
-        use crate::service::audit_sink::{VendAudit, VendSubject};
-        self.audit
-            .record(VendAudit {
-                org: req.org,
-                at_ms: self.clock.now_ms(),
-                gateway: req.gateway,
-                outcome: "ok",
-                subject: VendSubject::Served {
-                    token: v.served.clone(),
-                    cached: v.cached,
-                },
-            })
-            .is_ok()
-    }
-
-    /// Queues the audit record of a tool decision; false when it cannot be queued (the
-    /// decision is then not given, as a vend whose record cannot be queued is not served).
-    #[must_use]
-    pub fn audit_decision(
-        &self,
-        org: &OrgId,
-        gateway: &str,
-        user: &UserId,
-        connector: &str,
-        tool: &str,
-        decision: &str,
-    ) -> bool {
-        self.audit.record(AuditEntry {
-            org: org.clone(),
-            at_ms: self.clock.now_ms(),
-            actor: gateway.to_string(),
-            action: "tool.authorize".into(),
-            resource_type: "Tool".into(),
-            resource_id: user.to_string(),
-            summary: serde_json::json!({"user_id": user.as_str(), "connector": connector, "tool": tool, "decision": decision}),
-        })
-        .is_ok()
-    }
+    /// Upstream connectors: consent.
+    pub upstreams: crate::service::upstream::Upstreams,
 }
 
 /// HTTP limits from config.
@@ -180,6 +112,10 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
     };
     let hot = Router::new()
         .merge(gateway::token_router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gateway::measure_vend,
+        ))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(timeout());
     // The rest of the gateway surface logs per request at DEBUG too (errors still WARN), so a
@@ -188,6 +124,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
     let rest = Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(connect::router())
         .merge(scim::router())
         .merge(admin::router())
         .merge(oauth::router())
@@ -207,6 +144,8 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
         .merge(rest)
         .fallback(not_found)
         .with_state(state)
+        // The body extractor (`extract`) names the configured limit in its 413.
+        .layer(axum::Extension(limits))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, FastRequestId))
 }
@@ -275,11 +214,6 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
         error::ScimResponseError(crate::scim::ScimError::not_found("no such SCIM endpoint"))
             .into_response()
     } else {
-        error::Problem::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint",
-        )
-        .into_response()
+        error::ApiError::NotFound("no such endpoint".into()).into_response()
     }
 }

@@ -17,8 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::Problem;
-use crate::crypto::signing::jwks;
+use super::error::{ApiError, OAuthError};
 use crate::domain::audit::AuditEntry;
 use crate::service::bootstrap::{GatewayGrant, ResourceGrant};
 use crate::service::introspection::Caller;
@@ -35,17 +34,16 @@ pub fn router() -> Router<AppState> {
         .route("/oauth/revoke", post(revoke))
 }
 
-fn unknown_org() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such org")
+fn unknown_org() -> ApiError {
+    ApiError::NotFound("no such org".into())
 }
 
-async fn jwks_doc(State(s): State<AppState>, Path(org): Path<String>) -> Result<Response, Problem> {
-    let keys = s
-        .vend
-        .signer()
-        .verifying_keys(&org)
-        .ok_or_else(unknown_org)?;
-    let mut resp = Json(jwks(keys)).into_response();
+async fn jwks_doc(
+    State(s): State<AppState>,
+    Path(org): Path<String>,
+) -> Result<Response, ApiError> {
+    let doc = s.vend.signer().jwks(&org).ok_or_else(unknown_org)?;
+    let mut resp = Json(doc).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -56,7 +54,7 @@ async fn jwks_doc(State(s): State<AppState>, Path(org): Path<String>) -> Result<
 async fn metadata(
     State(s): State<AppState>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Value>, ApiError> {
     let iss = s.vend.signer().issuer(&org).ok_or_else(unknown_org)?;
     Ok(Json(json!({
         "issuer": iss,
@@ -69,49 +67,6 @@ async fn metadata(
         "response_types_supported": [],
         "scopes_supported": [],
     })))
-}
-
-/// The failures of the OAuth endpoints, each one RFC 6749 §5.2 body and status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OAuthError {
-    /// 401 `invalid_client` (with `WWW-Authenticate: Bearer`): no or an unknown credential.
-    InvalidClient,
-    /// 400 `invalid_request`: no form-encoded `token`.
-    InvalidRequest,
-    /// 503 `temporarily_unavailable`: the vault or the credential index did not answer.
-    Unavailable,
-}
-
-impl IntoResponse for OAuthError {
-    fn into_response(self) -> Response {
-        let (status, error, description) = match self {
-            OAuthError::InvalidClient => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "a gateway key or resource-server credential is required",
-            ),
-            OAuthError::InvalidRequest => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "token is required (form-encoded)",
-            ),
-            OAuthError::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "retry",
-            ),
-        };
-        let mut r = (
-            status,
-            Json(json!({"error": error, "error_description": description})),
-        )
-            .into_response();
-        if self == OAuthError::InvalidClient {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        r
-    }
 }
 
 #[derive(Deserialize)]
@@ -216,24 +171,19 @@ async fn introspect(
         .await
         .map_err(unavailable)?
     {
-        Some(claims) => {
-            let mut out = json!({"active": true, "token_type": "Bearer"});
-            for k in [
-                "iss",
-                "sub",
-                "aud",
-                "client_id",
-                "scope",
-                "jti",
-                "iat",
-                "exp",
-            ] {
-                if let Some(v) = claims.get(k) {
-                    out[k] = v.clone();
-                }
-            }
-            Ok(Json(out).into_response())
-        }
+        Some(c) => Ok(Json(json!({
+            "active": true,
+            "token_type": "Bearer",
+            "iss": c.iss,
+            "sub": c.sub,
+            "aud": c.aud,
+            "client_id": c.client_id,
+            "scope": c.scope,
+            "jti": c.jti,
+            "iat": c.iat,
+            "exp": c.exp,
+        }))
+        .into_response()),
         None => Ok(Json(json!({"active": false})).into_response()),
     }
 }

@@ -1,241 +1,163 @@
-//! `/admin/v1/openapi.json`: the OpenAPI 3.1 description of the admin and gateway APIs.
-//! `ROUTES` lists every documented (method, path); a test checks it against the router.
+//! `/admin/v1/openapi.json`: the OpenAPI 3.1 description of the admin and gateway APIs,
+//! generated (`utoipa`) from the handlers' `#[utoipa::path]` attributes and the very types they
+//! (de)serialise, so required fields, enums and `deny_unknown_fields` (as
+//! `additionalProperties: false`) are what serde accepts. A test checks that every route the
+//! admin and gateway routers declare is documented, and nothing else.
+
+use std::sync::LazyLock;
 
 use axum::Json;
-use serde_json::{Value, json};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
 
-/// Every documented operation: (method, path, summary, success status, extra error statuses).
-pub const ROUTES: &[(&str, &str, &str, &str, &[&str])] = &[
-    (
-        "post",
-        "/internal/v1/token",
-        "Vend a user's token for a connector",
-        "200",
-        &["409", "502"],
-    ),
-    (
-        "post",
-        "/internal/v1/authorize",
-        "Decide a tool call",
-        "200",
-        &[],
-    ),
-    (
-        "get",
-        "/internal/v1/entitlements",
-        "What a user may use (to filter tools/list)",
-        "200",
-        &[],
-    ),
-    (
-        "get",
-        "/internal/v1/events",
-        "Server-sent revocation and entitlement events",
-        "200",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/connectors",
-        "List connectors",
-        "200",
-        &[],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/connectors",
-        "Create a connector",
-        "201",
-        &["409"],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/connectors/{id}",
-        "Read a connector",
-        "200",
-        &[],
-    ),
-    (
-        "put",
-        "/admin/v1/orgs/{org}/connectors/{id}",
-        "Replace a connector",
-        "200",
-        &[],
-    ),
-    (
-        "delete",
-        "/admin/v1/orgs/{org}/connectors/{id}",
-        "Delete a connector and its grants",
-        "204",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/grants",
-        "List grants",
-        "200",
-        &[],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/grants",
-        "Grant a group a connector",
-        "201",
-        &[],
-    ),
-    (
-        "delete",
-        "/admin/v1/orgs/{org}/grants/{id}",
-        "Delete a grant",
-        "204",
-        &[],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/gateways",
-        "Create a gateway key (shown once)",
-        "201",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/gateways",
-        "List gateway keys (no keys)",
-        "200",
-        &[],
-    ),
-    (
-        "delete",
-        "/admin/v1/orgs/{org}/gateways/{id}",
-        "Revoke a gateway key on every replica",
-        "204",
-        &["409"],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials",
-        "Create a resource-server credential for a connector (secret shown once)",
-        "201",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials",
-        "List a connector's resource-server credentials (no secrets)",
-        "200",
-        &[],
-    ),
-    (
-        "delete",
-        "/admin/v1/orgs/{org}/connectors/{id}/resource-credentials/{cid}",
-        "Revoke a resource-server credential",
-        "204",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/users/{id}",
-        "A user's entitlements with reasons and live tokens",
-        "200",
-        &[],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/users/{id}/revoke",
-        "Kill switch: purge every token now (the user may vend again unless locked)",
-        "200",
-        &[],
-    ),
-    (
-        "post",
-        "/admin/v1/orgs/{org}/users/{id}/lock",
-        "Lock: purge every token and refuse every vend (403 user_locked) until unlocked; body {\"reason\"}",
-        "200",
-        &[],
-    ),
-    (
-        "delete",
-        "/admin/v1/orgs/{org}/users/{id}/lock",
-        "Lift a lock (404 when none holds)",
-        "200",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/users/{id}/offboarding",
-        "Revocation receipts",
-        "200",
-        &[],
-    ),
-    (
-        "get",
-        "/admin/v1/orgs/{org}/audit",
-        "Audit records",
-        "200",
-        &[],
-    ),
-];
+use super::{admin, gateway};
 
-fn problem_response(desc: &str) -> Value {
-    json!({"description": desc, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+mod upstream;
+
+/// An RFC 9457 problem with the broker's stable `code` (what `http::error` renders).
+#[derive(serde::Serialize, ToSchema)]
+pub struct Problem<'a> {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The status's reason phrase.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable machine-readable code (CONTRACT.md).
+    pub code: &'a str,
+    /// What went wrong (generic on 5xx).
+    pub detail: &'a str,
+    /// Where the user consents (`consent_required` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent_url: Option<&'a str>,
+}
+
+/// What every authenticated operation may answer besides its own outcomes.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors<'a> {
+    /// `unauthenticated`: no or an unknown key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(Problem<'a>),
+    /// `org_forbidden` (a key of another org); admin sessions: `cross_site_request`,
+    /// `not_admin`; vends: `user_inactive`, `user_locked`, `not_entitled`,
+    /// `scope_not_entitled`.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem<'a>),
+    /// `unavailable`: a store or the vault did not answer (fail closed; retry).
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem<'a>),
+}
+
+/// What an operation with a JSON body or query parameters may answer about them.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum InputErrors<'a> {
+    /// `malformed_request` (not the JSON or parameters the operation takes; serde's message
+    /// says why) or `invalid_request` (a value the service refuses).
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem<'a>),
+    /// `payload_too_large`: over `server.max_body_bytes` (the message names the limit).
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem<'a>),
+}
+
+/// `not_found` (admin), `unknown_user` or `unknown_connector` (gateway).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum NotFound<'a> {
+    /// No such resource.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem<'a>),
+}
+
+/// `conflict` (admin: it exists already; a config-declared key) or `consent_required` with
+/// `consent_url` (vend).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Conflict<'a> {
+    /// The request clashes with the current state.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem<'a>),
 }
 
 /// The document.
-pub async fn document() -> Json<Value> {
-    let mut paths = serde_json::Map::new();
-    for (method, path, summary, success, extra) in ROUTES {
-        let mut params = Vec::new();
-        for name in ["org", "id", "cid"] {
-            if path.contains(&format!("{{{name}}}")) {
-                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
-            }
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "auth-broker admin and gateway API"),
+    paths(
+        gateway::token,
+        gateway::authorize,
+        gateway::entitlements,
+        gateway::events,
+        admin::list_connectors,
+        admin::create_connector,
+        admin::get_connector,
+        admin::put_connector,
+        admin::delete_connector,
+        admin::list_grants,
+        admin::create_grant,
+        admin::delete_grant,
+        admin::credentials::create_gateway,
+        admin::credentials::list_gateways,
+        admin::credentials::revoke_gateway,
+        admin::credentials::create_resource_credential,
+        admin::credentials::list_resource_credentials,
+        admin::credentials::revoke_resource_credential,
+        admin::get_user,
+        admin::revoke_user,
+        admin::lock_user,
+        admin::unlock_user,
+        admin::offboarding,
+        admin::audit,
+    ),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+/// The two bearer credentials: the org's admin key (or an admin session) for `/admin/v1`,
+/// a gateway key for `/internal/v1`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("admin_key", "An admin key of the path's org"),
+            (
+                "gateway_key",
+                "A gateway key bound to the org named in the request",
+            ),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
+            );
         }
-        let mut op = json!({
-            "summary": summary,
-            "parameters": params,
-            "security": [{"bearer": []}],
-            "responses": {
-                "400": problem_response("Malformed request"),
-                "401": problem_response("Missing or invalid key"),
-                "403": problem_response("Forbidden (org_forbidden, user_inactive, user_locked, not_entitled, scope_not_entitled)"),
-                "404": problem_response("Unknown user, connector or resource"),
-                "413": problem_response("Body over 1 MiB"),
-                "503": problem_response("Unavailable (fail closed)"),
-            }
-        });
-        op["responses"][*success] = if *success == "204" {
-            json!({"description": "Done"})
-        } else {
-            json!({"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}})
-        };
-        for status in *extra {
-            let desc = match *status {
-                "409" => "Conflict (already exists; consent_required with consent_url)",
-                "502" => "Upstream error",
-                _ => "Error",
-            };
-            op["responses"][*status] = problem_response(desc);
-        }
-        if *method == "post" || *method == "put" {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
     }
-    Json(json!({
-        "openapi": "3.1.0",
-        "info": {"title": "auth-broker admin and gateway API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Problem": {
-                "type": "object",
-                "required": ["type", "title", "status", "code"],
-                "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                    "code": {"type": "string"}, "detail": {"type": "string"}
-                }
-            }}
-        }
-    }))
+}
+
+/// The document as served (built once).
+static DOCUMENT: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    upstream::add_rules(&mut doc);
+    doc
+});
+
+/// The document as JSON.
+pub fn document_json() -> &'static serde_json::Value {
+    &DOCUMENT
+}
+
+/// `GET /admin/v1/openapi.json`.
+pub async fn document() -> Json<&'static serde_json::Value> {
+    Json(&DOCUMENT)
 }

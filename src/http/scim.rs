@@ -1,8 +1,6 @@
 //! `/scim/v2/{org}`: the SCIM 2.0 service provider surface (RFC 7644).
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,11 +9,12 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{SCIM_JSON, ScimResponseError};
+use super::extract::ScimBody;
 use crate::domain::OrgId;
 use crate::domain::ports::CredentialKind;
 use crate::scim::patch::PatchRequest;
 use crate::scim::schema::{self, LIST_RESPONSE};
-use crate::scim::{ResourceKind, ScimError, project};
+use crate::scim::{ResourceKind, ScimError, ScimErrorKind, project};
 use crate::service::provisioning::{ListQuery, ScimCtx, ScimResource, etag};
 
 type Result<T> = std::result::Result<T, ScimResponseError>;
@@ -58,6 +57,24 @@ pub fn router() -> Router<AppState> {
         .route("/scim/v2/{org}/Schemas/{urn}", get(one_schema))
 }
 
+/// The SCIM client of the path's `{org}`, authenticated by the org's bearer token before a
+/// byte of the body is read.
+pub struct Scim(ScimCtx);
+
+impl axum::extract::FromRequestParts<AppState> for Scim {
+    type Rejection = ScimResponseError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self> {
+        let org = super::extract::path_org(parts, s)
+            .await
+            .map_err(ScimError::invalid_value)?;
+        authenticate(s, &org, &parts.headers).map(Self)
+    }
+}
+
 /// Authenticates the org's SCIM bearer token; a token of another org is as good as none.
 fn authenticate(state: &AppState, org: &str, headers: &HeaderMap) -> Result<ScimCtx> {
     let token = headers
@@ -69,12 +86,12 @@ fn authenticate(state: &AppState, org: &str, headers: &HeaderMap) -> Result<Scim
         })
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        return Err(ScimError::status(401, "missing bearer token").into());
+        return Err(ScimError::of(ScimErrorKind::Unauthenticated, "missing bearer token").into());
     };
     let verified = state
         .credentials
         .read()
-        .map_err(|_| ScimError::status(503, "credential index unavailable"))?
+        .map_err(|_| ScimError::of(ScimErrorKind::Unavailable, "credential index unavailable"))?
         .verify(org, CredentialKind::Scim, token);
     match verified {
         Some(actor) => Ok(ScimCtx {
@@ -82,24 +99,15 @@ fn authenticate(state: &AppState, org: &str, headers: &HeaderMap) -> Result<Scim
             actor,
             base_url: format!("{}/scim/v2/{org}", state.public_url),
         }),
-        None => Err(ScimError::status(401, "invalid bearer token for this org").into()),
+        None => Err(ScimError::of(
+            ScimErrorKind::Unauthenticated,
+            "invalid bearer token for this org",
+        )
+        .into()),
     }
 }
 
-fn parse_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Value> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ScimError::status(413, "request body is larger than the server accepts")
-        } else {
-            ScimError::invalid_syntax(format!("could not read the request body: {e}"))
-        }
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")).into())
-}
-
-fn parse_patch(body: std::result::Result<Bytes, BytesRejection>) -> Result<PatchRequest> {
-    let value = parse_body(body)?;
+fn parse_patch(value: Value) -> Result<PatchRequest> {
     // Accept `Operations` in any casing, as some clients send `operations`.
     let value = match value {
         Value::Object(mut obj) => {
@@ -214,11 +222,9 @@ fn search_query(body: Value) -> Result<ListQuery> {
 
 async fn list_users(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let body = s.provisioning.list(&ctx, ResourceKind::User, &q).await?;
     Ok(scim_response(StatusCode::OK, body))
@@ -226,23 +232,20 @@ async fn list_users(
 
 async fn search_users(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    Scim(ctx): Scim,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
-    let q = search_query(parse_body(body)?)?;
+    let q = search_query(body)?;
     let body = s.provisioning.list(&ctx, ResourceKind::User, &q).await?;
     Ok(scim_response(StatusCode::OK, body))
 }
 
 async fn get_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let r = s.provisioning.get_user(&ctx, &id).await?;
     Ok(resource_response(StatusCode::OK, r, &q, ResourceKind::User))
@@ -250,14 +253,12 @@ async fn get_user(
 
 async fn create_user(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
-    let r = s.provisioning.create_user(&ctx, parse_body(body)?).await?;
+    let r = s.provisioning.create_user(&ctx, body).await?;
     Ok(resource_response(
         StatusCode::CREATED,
         r,
@@ -268,14 +269,13 @@ async fn create_user(
 
 async fn put_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
-    let body = parse_body(body)?;
     let r = s
         .provisioning
         .replace_user(&ctx, &id, body, if_match(&headers).as_deref())
@@ -285,12 +285,12 @@ async fn put_user(
 
 async fn patch_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let req = parse_patch(body)?;
     let r = s
@@ -302,10 +302,10 @@ async fn patch_user(
 
 async fn delete_user(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     s.provisioning
         .delete_user(&ctx, &id, if_match(&headers).as_deref())
         .await?;
@@ -314,11 +314,9 @@ async fn delete_user(
 
 async fn list_groups(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let body = s.provisioning.list(&ctx, ResourceKind::Group, &q).await?;
     Ok(scim_response(StatusCode::OK, body))
@@ -326,23 +324,20 @@ async fn list_groups(
 
 async fn search_groups(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    Scim(ctx): Scim,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
-    let q = search_query(parse_body(body)?)?;
+    let q = search_query(body)?;
     let body = s.provisioning.list(&ctx, ResourceKind::Group, &q).await?;
     Ok(scim_response(StatusCode::OK, body))
 }
 
 async fn get_group(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let r = s.provisioning.get_group(&ctx, &id).await?;
     Ok(resource_response(
@@ -355,14 +350,12 @@ async fn get_group(
 
 async fn create_group(
     State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
-    let r = s.provisioning.create_group(&ctx, parse_body(body)?).await?;
+    let r = s.provisioning.create_group(&ctx, body).await?;
     Ok(resource_response(
         StatusCode::CREATED,
         r,
@@ -373,14 +366,13 @@ async fn create_group(
 
 async fn put_group(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
-    let body = parse_body(body)?;
     let r = s
         .provisioning
         .replace_group(&ctx, &id, body, if_match(&headers).as_deref())
@@ -395,12 +387,12 @@ async fn put_group(
 
 async fn patch_group(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-    body: std::result::Result<Bytes, BytesRejection>,
+    ScimBody(body): ScimBody<Value>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     let q = list_query(raw)?;
     let req = parse_patch(body)?;
     let r = s
@@ -417,22 +409,17 @@ async fn patch_group(
 
 async fn delete_group(
     State(s): State<AppState>,
-    Path((org, id)): Path<(String, String)>,
+    Scim(ctx): Scim,
+    Path((_, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     s.provisioning
         .delete_group(&ctx, &id, if_match(&headers).as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn service_provider_config(
-    State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
+async fn service_provider_config(State(s): State<AppState>, Scim(ctx): Scim) -> Result<Response> {
     let max = s.provisioning.limits().max_results;
     Ok(scim_response(
         StatusCode::OK,
@@ -450,12 +437,7 @@ fn list_of(items: Vec<Value>) -> Value {
     })
 }
 
-async fn resource_types(
-    State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
+async fn resource_types(Scim(ctx): Scim) -> Result<Response> {
     Ok(scim_response(
         StatusCode::OK,
         list_of(schema::resource_types(&ctx.base_url)),
@@ -463,11 +445,9 @@ async fn resource_types(
 }
 
 async fn resource_type(
-    State(s): State<AppState>,
-    Path((org, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Scim(ctx): Scim,
+    Path((_, name)): Path<(String, String)>,
 ) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
     schema::resource_types(&ctx.base_url)
         .into_iter()
         .find(|r| r.get("id").and_then(Value::as_str) == Some(name.as_str()))
@@ -475,24 +455,14 @@ async fn resource_type(
         .ok_or_else(|| ScimError::not_found(format!("resource type {name} not found")).into())
 }
 
-async fn schemas(
-    State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
+async fn schemas(Scim(ctx): Scim) -> Result<Response> {
     Ok(scim_response(
         StatusCode::OK,
         list_of(schema::schemas(&ctx.base_url)),
     ))
 }
 
-async fn one_schema(
-    State(s): State<AppState>,
-    Path((org, urn)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let ctx = authenticate(&s, &org, &headers)?;
+async fn one_schema(Scim(ctx): Scim, Path((_, urn)): Path<(String, String)>) -> Result<Response> {
     schema::schemas(&ctx.base_url)
         .into_iter()
         .find(|r| r.get("id").and_then(Value::as_str) == Some(urn.as_str()))
@@ -502,14 +472,9 @@ async fn one_schema(
 
 /// `POST /.search` across all resource types (RFC 7644 §3.4.3) is optional; the broker answers
 /// 501 so clients fall back to `/Users/.search` and `/Groups/.search`.
-async fn search_root(
-    State(s): State<AppState>,
-    Path(org): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    authenticate(&s, &org, &headers)?;
-    Err(ScimError::status(
-        501,
+async fn search_root(_: Scim) -> Result<Response> {
+    Err(ScimError::of(
+        ScimErrorKind::NotImplemented,
         "search across all resource types is not supported; use /Users/.search or /Groups/.search",
     )
     .into())

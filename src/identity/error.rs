@@ -1,6 +1,7 @@
-//! Why a sign-in failed, with the status and stable code each failure answers.
+//! Why a sign-in failed, with the stable code its audit record names; `http::error` maps each
+//! failure to its HTTP status.
 
-/// Why a sign-in failed; each has a status and a stable code for the error page.
+/// Why a sign-in failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SignInError {
     /// The org has more sign-ins pending than `server.max_pending_logins` allows.
@@ -56,25 +57,8 @@ pub enum SignInError {
 }
 
 impl SignInError {
-    /// HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            SignInError::UnknownOrg => 404,
-            SignInError::NotProvisioned(_) | SignInError::UserInactive => 403,
-            SignInError::Config(_) => 500,
-            SignInError::Provider(_) => 502,
-            SignInError::Unavailable(_) => 503,
-            SignInError::TooManyLogins => 429,
-            SignInError::InvalidIdToken(_)
-            | SignInError::UnknownKey
-            | SignInError::TokenExchange(_)
-            | SignInError::InvalidAssertion(_)
-            | SignInError::Replayed => 401,
-            _ => 400,
-        }
-    }
-
-    /// Stable code.
+    /// Stable code, as the audit record of the refused sign-in names it (`http::error` answers
+    /// the same code with the status it gives the failure).
     pub fn code(&self) -> &'static str {
         match self {
             SignInError::UnknownOrg => "unknown_org",

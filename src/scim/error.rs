@@ -1,5 +1,6 @@
-//! SCIM errors (RFC 7644 §3.12): an HTTP status, an optional `scimType` and a human detail.
-//! The HTTP layer renders them with the `urn:ietf:params:scim:api:messages:2.0:Error` schema.
+//! SCIM errors (RFC 7644 §3.12): what kind of failure, an optional `scimType` and a human
+//! detail. The HTTP layer (`http::error`, the one error table) decides the status of each kind
+//! and renders it with the `urn:ietf:params:scim:api:messages:2.0:Error` schema.
 
 use std::fmt;
 
@@ -46,11 +47,34 @@ impl ScimType {
     }
 }
 
-/// One SCIM error response: status, optional `scimType`, and a detail safe to show the client.
+/// What kind of failure a SCIM error is; `http::error` maps each to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimErrorKind {
+    /// The request is wrong (a `scimType` says how).
+    BadRequest,
+    /// No or a wrong bearer token.
+    Unauthenticated,
+    /// No such resource in this org.
+    NotFound,
+    /// A uniqueness clash, or a resource changing too fast to apply the request.
+    Conflict,
+    /// `If-Match` does not match the current version.
+    PreconditionFailed,
+    /// The body is larger than the server accepts.
+    PayloadTooLarge,
+    /// An optional SCIM feature the broker does not offer.
+    NotImplemented,
+    /// A store did not answer: fail closed, the client retries.
+    Unavailable,
+    /// A bug or broken invariant (the detail is logged, not shown).
+    Internal,
+}
+
+/// One SCIM error response: kind, optional `scimType`, and a detail safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimError {
-    /// HTTP status code.
-    pub status: u16,
+    /// What kind of failure (the HTTP status follows from it).
+    pub kind: ScimErrorKind,
     /// RFC 7644 `scimType`, present on most 400/409 errors.
     pub scim_type: Option<ScimType>,
     /// Human-readable detail; never contains secrets.
@@ -61,7 +85,7 @@ impl ScimError {
     /// A 400 with the given `scimType`.
     pub fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
         Self {
-            status: 400,
+            kind: ScimErrorKind::BadRequest,
             scim_type: Some(scim_type),
             detail: detail.into(),
         }
@@ -93,31 +117,23 @@ impl ScimError {
     /// 409 `uniqueness`.
     pub fn uniqueness(detail: impl Into<String>) -> Self {
         Self {
-            status: 409,
+            kind: ScimErrorKind::Conflict,
             scim_type: Some(ScimType::Uniqueness),
             detail: detail.into(),
         }
     }
     /// 404 for a resource that does not exist in this org.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self {
-            status: 404,
-            scim_type: None,
-            detail: detail.into(),
-        }
+        Self::of(ScimErrorKind::NotFound, detail)
     }
     /// 412 when `If-Match` does not match the current version.
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
-        Self {
-            status: 412,
-            scim_type: None,
-            detail: detail.into(),
-        }
+        Self::of(ScimErrorKind::PreconditionFailed, detail)
     }
-    /// Any other status without a `scimType`.
-    pub fn status(status: u16, detail: impl Into<String>) -> Self {
+    /// Any other kind, without a `scimType`.
+    pub fn of(kind: ScimErrorKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             scim_type: None,
             detail: detail.into(),
         }
@@ -127,8 +143,8 @@ impl ScimError {
 impl fmt::Display for ScimError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scim_type {
-            Some(t) => write!(f, "{} {}: {}", self.status, t.as_str(), self.detail),
-            None => write!(f, "{}: {}", self.status, self.detail),
+            Some(t) => write!(f, "{:?} {}: {}", self.kind, t.as_str(), self.detail),
+            None => write!(f, "{:?}: {}", self.kind, self.detail),
         }
     }
 }

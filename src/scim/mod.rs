@@ -12,7 +12,7 @@ pub mod path;
 pub mod project;
 pub mod schema;
 
-pub use error::{ScimError, ScimType};
+pub use error::{ScimError, ScimErrorKind, ScimType};
 
 /// The two SCIM resource types the broker serves; many rules (schemas, mutability) differ by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

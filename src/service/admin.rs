@@ -3,10 +3,11 @@
 //! re-derive the affected users' access (and revoke) before they answer.
 
 mod credentials;
+mod views;
 
 pub use credentials::ClientCredential;
+pub use views::*;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -16,11 +17,11 @@ use super::credentials::CredentialSync;
 use super::vend::Vend;
 use crate::domain::audit::{AuditEntry, AuditRecord};
 use crate::domain::clock::Clock;
-use crate::domain::connector::{ActionSet, Category, Connector, Grant, GroupSelector, Strategy};
+use crate::domain::connector::{ActionSet, Connector, Grant, GroupSelector};
 use crate::domain::ports::{AuditLog, Directory, PolicyStore, Source, Tenants};
-use crate::domain::{GroupId, OrgId, StoreError, UserId};
+use crate::domain::{GroupId, OrgId, StoreError, UserId, text};
 
-/// Admin failures, each with one status at the edge.
+/// Admin failures; `http::error` gives each its status and `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// 400 `invalid_request`
@@ -32,9 +33,9 @@ pub enum AdminError {
     /// 409 `conflict`
     #[error("{0}")]
     Conflict(String),
-    /// 503 `unavailable`
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// 503 `unavailable`: the store or the vault failed (the source says which).
+    #[error("unavailable")]
+    Unavailable(#[source] AccessError),
 }
 
 impl From<StoreError> for AdminError {
@@ -42,7 +43,7 @@ impl From<StoreError> for AdminError {
         match e {
             StoreError::NotFound => AdminError::NotFound("not found".into()),
             StoreError::Conflict(a) => AdminError::Conflict(format!("{a} already exists")),
-            other => AdminError::Unavailable(other.to_string()),
+            other => AdminError::Unavailable(AccessError::Store(other)),
         }
     }
 }
@@ -51,64 +52,9 @@ impl From<AccessError> for AdminError {
     fn from(e: AccessError) -> Self {
         match e {
             AccessError::Store(s) => s.into(),
-            AccessError::Vault(v) => AdminError::Unavailable(v.to_string()),
-            AccessError::Contended => AdminError::Unavailable(e.to_string()),
+            other => AdminError::Unavailable(other),
         }
     }
-}
-
-/// A connector as the admin API takes it.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorInput {
-    /// Id (path segment on PUT).
-    #[serde(default)]
-    pub id: Option<String>,
-    /// Human-readable name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// Minting strategy.
-    pub strategy: Strategy,
-    /// Token audience.
-    pub audience: String,
-    /// Most scopes grantable.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Tool → category.
-    #[serde(default)]
-    pub tools: BTreeMap<String, Category>,
-    /// Ceiling per category.
-    #[serde(default)]
-    pub default_actions: Option<ActionSet>,
-    /// Enabled flag.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Token lifetime override.
-    #[serde(default)]
-    pub token_ttl_secs: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A grant as the admin API takes it.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantInput {
-    /// Group by display name.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Group by SCIM id.
-    #[serde(default)]
-    pub group_id: Option<String>,
-    /// Connector id.
-    pub connector: String,
-    /// Scopes granted.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Action per category.
-    pub actions: ActionSet,
 }
 
 /// The admin service.
@@ -169,19 +115,45 @@ impl Admin {
         }
     }
 
-    /// Builds and validates a connector from admin input.
+    /// Builds and validates a connector from admin input; a client secret is sealed on the way
+    /// in, and on replace an omitted one keeps `existing`'s.
     pub fn connector_from(
         org: &OrgId,
         id: &str,
         input: ConnectorInput,
+        ring: &crate::crypto::seal::KeyRing,
+        existing: Option<&Connector>,
     ) -> Result<Connector, AdminError> {
-        if !crate::config::valid_org_id(id) {
+        if !crate::domain::valid_org_id(id) {
             return Err(AdminError::Invalid(
                 "connector id must be 1-63 of a-z 0-9 - _".into(),
             ));
         }
-        if input.audience.trim().is_empty() {
+        if text::is_blank(&input.audience) {
             return Err(AdminError::Invalid("audience must not be empty".into()));
+        }
+        let kept = existing
+            .and_then(|c| c.upstream.as_ref())
+            .and_then(|u| u.client_secret.clone());
+        let upstream = input
+            .upstream
+            .map(|u| super::upstream::upstream_from_input(org, id, u, ring, kept));
+        if let Some(u) = &upstream {
+            if input.strategy == crate::domain::connector::Strategy::BrokerJwt {
+                return Err(AdminError::Invalid(
+                    "upstream: only id_jag, token_exchange and authorization_code connectors \
+                     have an upstream; broker_jwt tokens are the broker's own"
+                        .into(),
+                ));
+            }
+            if let Some((key, why)) = u.problems(input.strategy).into_iter().next() {
+                return Err(AdminError::Invalid(format!("upstream.{key}: {why}")));
+            }
+        } else if input.strategy != crate::domain::connector::Strategy::BrokerJwt {
+            return Err(AdminError::Invalid(
+                "upstream: required for this strategy (the connector's own authorization server)"
+                    .into(),
+            ));
         }
         Ok(Connector {
             org: org.clone(),
@@ -194,7 +166,50 @@ impl Admin {
             default_actions: input.default_actions.unwrap_or(ActionSet::ALLOW_ALL),
             enabled: input.enabled,
             token_ttl_secs: input.token_ttl_secs.unwrap_or(0),
+            upstream,
         })
+    }
+
+    /// One connector.
+    pub async fn connector(&self, org: &OrgId, id: &str) -> Result<Connector, AdminError> {
+        self.connectors(org)
+            .await?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| AdminError::NotFound(format!("no connector {id}")))
+    }
+
+    /// Creates a connector (409 if it exists).
+    pub async fn create_connector(
+        &self,
+        org: &OrgId,
+        actor: &str,
+        input: ConnectorInput,
+    ) -> Result<Connector, AdminError> {
+        let id = input
+            .id
+            .clone()
+            .ok_or_else(|| AdminError::Invalid("id is required".into()))?;
+        let c = Self::connector_from(org, &id, input, self.vend.ring(), None)?;
+        self.put_connector(org, actor, c, true).await
+    }
+
+    /// Replaces connector `id` (404 if it does not exist); an `id` in the body must match.
+    pub async fn replace_connector(
+        &self,
+        org: &OrgId,
+        actor: &str,
+        id: &str,
+        input: ConnectorInput,
+    ) -> Result<Connector, AdminError> {
+        if input.id.as_deref().is_some_and(|i| i != id) {
+            return Err(AdminError::Invalid(
+                "id in the body differs from the path".into(),
+            ));
+        }
+        let existing = self.connectors(org).await?.into_iter().find(|c| c.id == id);
+        let c = Self::connector_from(org, id, input, self.vend.ring(), existing.as_ref())?;
+        self.put_connector(org, actor, c, false).await
     }
 
     /// Lists connectors.
@@ -303,8 +318,8 @@ impl Admin {
         input: GrantInput,
     ) -> Result<Grant, AdminError> {
         let group = match (input.group, input.group_id) {
-            (Some(n), None) if !n.trim().is_empty() => GroupSelector::Name(n),
-            (None, Some(id)) if !id.trim().is_empty() => GroupSelector::Id(GroupId::new(id)),
+            (Some(n), None) if !text::is_blank(&n) => GroupSelector::Name(n),
+            (None, Some(id)) if !text::is_blank(&id) => GroupSelector::Id(GroupId::new(id)),
             _ => {
                 return Err(AdminError::Invalid(
                     "give exactly one of group or group_id".into(),
@@ -313,7 +328,7 @@ impl Admin {
         };
         let connectors = self.policy.connectors(org).await?;
         let Some(c) = connectors.iter().find(|c| c.id == input.connector) else {
-            return Err(AdminError::Invalid(format!(
+            return Err(AdminError::NotFound(format!(
                 "no connector {}",
                 input.connector
             )));
@@ -381,7 +396,7 @@ impl Admin {
 
     /// A user with entitlements (and reasons), held tokens, the lock if one holds, and the
     /// epoch in force.
-    pub async fn user_view(&self, org: &OrgId, user: &UserId) -> Result<Value, AdminError> {
+    pub async fn user_view(&self, org: &OrgId, user: &UserId) -> Result<UserView, AdminError> {
         let Some((u, ent, _)) = self.access.entitlements(org, user).await? else {
             return Err(AdminError::NotFound(format!("no user {user}")));
         };
@@ -395,36 +410,41 @@ impl Admin {
             .await
             .map_err(AccessError::from)?
             .projection;
-        let epoch = projection.as_ref().map(|p| p.epoch);
-        let projection = projection.map(|p| {
-            json!({
-                "active": p.active,
-                "locked": p.locked,
-                "epoch": p.epoch,
-                "connectors": p.connectors,
-            })
-        });
-        Ok(json!({
-            "id": u.id.as_str(),
-            "user_name": u.user_name,
-            "active": u.active,
-            "locked": lock.is_some(),
-            "lock": lock.map(|l| json!({
-                "reason": l.reason,
-                "actor": l.actor,
-                "at": crate::domain::clock::rfc3339(l.at_ms),
-            })),
-            "epoch": epoch,
-            "projection": projection,
-            "entitlements": ent,
-            "live_tokens": held,
-        }))
+        Ok(UserView {
+            id: u.id.as_str().to_string(),
+            user_name: u.user_name,
+            active: u.active,
+            locked: lock.is_some(),
+            lock: lock.map(|l| LockView {
+                reason: l.reason,
+                actor: l.actor,
+                at: crate::domain::clock::rfc3339(l.at_ms),
+            }),
+            epoch: projection.as_ref().map(|p| p.epoch),
+            projection: projection.map(|p| ProjectionView {
+                active: p.active,
+                locked: p.locked,
+                epoch: p.epoch,
+                connectors: p.connectors,
+            }),
+            entitlements: ent,
+            live_tokens: held,
+        })
     }
 
     /// The kill switch (`…/revoke`): purge now; the user may vend again unless locked.
-    pub async fn kill(&self, org: &OrgId, actor: &str, user: &UserId) -> Result<Value, AdminError> {
+    pub async fn kill(
+        &self,
+        org: &OrgId,
+        actor: &str,
+        user: &UserId,
+    ) -> Result<Killed, AdminError> {
         let out = self.access.kill(org, user, actor).await?;
-        Ok(json!({"user_id": user.as_str(), "epoch": out.epoch, "revoked": out.revoked}))
+        Ok(Killed {
+            user_id: user.as_str().to_string(),
+            epoch: out.epoch,
+            revoked: out.revoked,
+        })
     }
 
     /// Locks a user: purge now and refuse every vend until the lock is lifted.
@@ -434,21 +454,21 @@ impl Admin {
         actor: &str,
         user: &UserId,
         reason: &str,
-    ) -> Result<Value, AdminError> {
-        let reason = reason.trim();
-        if reason.is_empty() || reason.len() > 500 {
+    ) -> Result<Locked, AdminError> {
+        if !text::is_label(reason, 500) {
             return Err(AdminError::Invalid(
-                "reason must be 1-500 characters".into(),
+                "reason must be 1-500 characters, not all white space".into(),
             ));
         }
+        let reason = reason.trim();
         let out = self.access.lock(org, user, reason, actor).await?;
-        Ok(json!({
-            "user_id": user.as_str(),
-            "locked": true,
-            "reason": reason,
-            "epoch": out.epoch,
-            "revoked": out.revoked,
-        }))
+        Ok(Locked {
+            user_id: user.as_str().to_string(),
+            locked: true,
+            reason: reason.to_string(),
+            epoch: out.epoch,
+            revoked: out.revoked,
+        })
     }
 
     /// Lifts a user's lock; 404 when the user is unknown or not locked.
@@ -457,25 +477,52 @@ impl Admin {
         org: &OrgId,
         actor: &str,
         user: &UserId,
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Unlocked, AdminError> {
         if self.dir.get_user(org, user).await?.is_none() {
             return Err(AdminError::NotFound(format!("no user {user}")));
         }
         match self.access.unlock(org, user, actor).await? {
-            Some(out) => Ok(json!({"user_id": user.as_str(), "locked": false, "epoch": out.epoch})),
+            Some(out) => Ok(Unlocked {
+                user_id: user.as_str().to_string(),
+                locked: false,
+                epoch: out.epoch,
+            }),
             None => Err(AdminError::NotFound(format!("user {user} is not locked"))),
         }
     }
 
     /// Revocation receipts of a user.
-    pub async fn offboarding(&self, org: &OrgId, user: &UserId) -> Result<Value, AdminError> {
+    pub async fn offboarding(&self, org: &OrgId, user: &UserId) -> Result<Offboarding, AdminError> {
         if self.dir.get_user(org, user).await?.is_none()
             && self.access.receipts(org, user).await?.is_empty()
         {
             return Err(AdminError::NotFound(format!("no user {user}")));
         }
         let receipts = self.access.receipts(org, user).await?;
-        Ok(json!({"user_id": user.as_str(), "receipts": receipts}))
+        let upstream = match self.access.upstreams() {
+            Some(u) => u
+                .consents()
+                .revocations_of(org, user)
+                .await?
+                .into_iter()
+                .map(|r| UpstreamReceipt {
+                    connector: r.connector,
+                    token_kind: r.kind.as_str().to_string(),
+                    status: r.status,
+                    attempts: r.attempts,
+                    last_error: r.last_error,
+                    epoch: r.epoch,
+                    queued_at: crate::domain::clock::rfc3339(r.created_ms),
+                    at: crate::domain::clock::rfc3339(r.updated_ms),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Offboarding {
+            user_id: user.as_str().to_string(),
+            receipts,
+            upstream,
+        })
     }
 
     /// Audit records, filtered.

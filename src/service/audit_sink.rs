@@ -418,6 +418,7 @@ mod tests {
                         scopes: vec!["repo:read".into()],
                         jti: jti.into(),
                         minted_at: 1_999_999_000,
+                        asked: None,
                     },
                     "github",
                     user,

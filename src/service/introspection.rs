@@ -16,10 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::access::field_connector;
-use super::tokens::{Signer, open};
+use super::tokens::{AccessClaims, Signer, open};
 use super::vend::Vend;
 use crate::crypto::seal::{Aad, KeyRing};
 use crate::domain::clock::Clock;
@@ -113,37 +111,34 @@ impl Introspection {
         &self,
         caller: Caller<'_>,
         token: &str,
-    ) -> Result<Option<Value>, VaultError> {
+    ) -> Result<Option<AccessClaims>, VaultError> {
         let Some((org, claims)) = self.owned(caller, token).await else {
             return Ok(None);
         };
-        let (Some(jti), Some(user), Some(connector), Some(epoch), Some(scope)) = (
-            claims.get("jti").and_then(Value::as_str),
-            claims.get("sub").and_then(Value::as_str),
-            claims.get("ab_con").and_then(Value::as_str),
-            claims.get("ab_ep").and_then(Value::as_u64),
-            claims.get("scope").and_then(Value::as_str),
-        ) else {
-            return Ok(None);
-        };
-        if self.eph.get(&revoked_key(org, jti)).await?.is_some() {
+        if self
+            .eph
+            .get(&revoked_key(org, &claims.jti))
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         let Some(p) = self
             .vault
-            .read(&OrgId::new(org), &UserId::new(user), "_")
+            .read(&OrgId::new(org), &UserId::new(&claims.sub), "_")
             .await?
             .projection
         else {
             return Ok(None);
         };
-        let Some(entitled) = p.connectors.get(connector) else {
+        let Some(entitled) = p.connectors.get(&claims.ab_con) else {
             return Ok(None);
         };
-        let scopes_ok = scope
+        let scopes_ok = claims
+            .scope
             .split_whitespace()
             .all(|sc| entitled.iter().any(|e| e == sc));
-        Ok((p.active && p.epoch == epoch && scopes_ok).then_some(claims))
+        Ok((p.active && p.epoch == claims.ab_ep && scopes_ok).then_some(claims))
     }
 
     /// Revokes `token` (that one `jti`) if it is one of the caller's and says which token it
@@ -156,48 +151,46 @@ impl Introspection {
         let Some((org, claims)) = self.owned(caller, token).await else {
             return Ok(None);
         };
-        let (Some(jti), Some(user), Some(connector), Some(exp)) = (
-            claims.get("jti").and_then(Value::as_str),
-            claims.get("sub").and_then(Value::as_str),
-            claims.get("ab_con").and_then(Value::as_str),
-            claims.get("exp").and_then(Value::as_i64),
-        ) else {
-            return Ok(None);
-        };
         let now = self.clock.now_ms() / 1000;
-        let ttl = Duration::from_secs((exp - now + LEEWAY_SECS).max(1) as u64);
-        self.eph.put(&revoked_key(org, jti), b"1", ttl).await?;
+        let ttl = Duration::from_secs((claims.exp - now + LEEWAY_SECS).max(1) as u64);
+        self.eph
+            .put(&revoked_key(org, &claims.jti), b"1", ttl)
+            .await?;
         let revoked = Revoked {
             org: OrgId::new(org),
-            user: UserId::new(user),
-            connector: connector.to_string(),
-            jti: jti.to_string(),
+            user: UserId::new(claims.sub),
+            connector: claims.ab_con,
+            jti: claims.jti,
         };
-        self.discard_cached_copy(&revoked.org, &revoked.user, connector, jti)
-            .await?;
+        self.discard_cached_copy(
+            &revoked.org,
+            &revoked.user,
+            &revoked.connector,
+            &revoked.jti,
+        )
+        .await?;
         self.announce(&revoked).await;
         Ok(Some(revoked))
     }
 
-    /// The org and verified claims of `token` if it belongs to the caller (expired or revoked
-    /// tokens included: the caller of `revoke` may still own them).
-    async fn owned<'c>(&self, caller: Caller<'c>, token: &str) -> Option<(&'c str, Value)> {
+    /// The org and verified claims of `token` if it belongs to the caller (revoked tokens
+    /// included: the caller of `revoke` may still own them). A resource-server credential's
+    /// connector audience is part of the verification (`aud`).
+    async fn owned<'c>(&self, caller: Caller<'c>, token: &str) -> Option<(&'c str, AccessClaims)> {
         let now = self.clock.now_ms() / 1000;
         match caller {
             Caller::Gateway { orgs } => orgs.iter().find_map(|org| {
                 self.signer
-                    .verify(org, token, now, LEEWAY_SECS)
+                    .verify(org, token, None, now, LEEWAY_SECS)
                     .map(|c| (org.as_str(), c))
             }),
             Caller::Resource { org, connector } => {
-                let claims = self.signer.verify(org, token, now, LEEWAY_SECS)?;
-                if claims.get("ab_con").and_then(Value::as_str) != Some(connector) {
-                    return None;
-                }
                 let connectors = self.vend.connectors(&OrgId::new(org)).await.ok()?;
                 let audience = &connectors.iter().find(|c| c.id == connector)?.audience;
-                (claims.get("aud").and_then(Value::as_str) == Some(audience.as_str()))
-                    .then_some((org, claims))
+                let claims = self
+                    .signer
+                    .verify(org, token, Some(audience), now, LEEWAY_SECS)?;
+                (claims.ab_con == connector).then_some((org, claims))
             }
         }
     }

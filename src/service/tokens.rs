@@ -1,16 +1,21 @@
 //! The broker's own tokens: the sealed token record kept in the vault, and RFC 9068 JWT
 //! access tokens minted for `broker_jwt` connectors, each org signing as its own issuer with
 //! its own ES256 keys.
+//!
+//! Invariant: a key signs only once its activation time has passed, and a replica learns of a
+//! key (and publishes it) a publication lead before that (`keys::signing`), so every token
+//! the broker signs names a key that every replica's JWKS already has.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::crypto::seal::{Aad, KeyRing, SealError};
-use crate::crypto::signing::{SigningKey, VerifyingKey, verify_jwt};
+use crate::crypto::signing::{Expected, SigningKey, TimeClaims, VerifyingKey, verify_jwt};
+use crate::domain::clock::{Clock, Millis, SystemClock};
 use crate::domain::connector::Connector;
-use crate::keys::OrgKeys;
+use crate::keys::{OrgKeys, ScheduledKey};
 
 /// What the vault holds (sealed) for one user, connector and scope set.
 #[derive(Serialize, Deserialize)]
@@ -25,6 +30,10 @@ pub struct TokenRecord {
     pub jti: String,
     /// When it was minted, Unix seconds.
     pub minted_at: i64,
+    /// The scopes asked for, when the issuer may grant fewer (upstream tokens): what a cached
+    /// token is matched on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for TokenRecord {
@@ -59,18 +68,119 @@ pub fn open(ring: &KeyRing, sealed: &[u8], aad: &Aad<'_>) -> Result<TokenRecord,
     serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)
 }
 
-/// Each org's issuer: its `iss`, its active key and the keys its JWKS publishes.
+/// The `typ` of the broker's access tokens (RFC 9068 §2.1), checked on verification.
+const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The claims of the broker's RFC 9068 access tokens: what `mint` signs and `verify` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The org's issuer.
+    pub iss: String,
+    /// The user.
+    pub sub: String,
+    /// The connector's audience.
+    pub aud: String,
+    /// The OAuth client the token was issued to (the gateway credential).
+    pub client_id: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Token id: what revocation names.
+    pub jti: String,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// The org.
+    pub ab_org: String,
+    /// The connector.
+    pub ab_con: String,
+    /// The user's epoch when minted; introspection compares it.
+    pub ab_ep: u64,
+}
+
+impl TimeClaims for AccessClaims {
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+    fn iat(&self) -> Option<i64> {
+        Some(self.iat)
+    }
+}
+
+/// One org's keys as the signer holds them between reloads.
+struct KeySet {
+    /// Newest activation first (see [`OrgKeys`]).
+    signing: Vec<ScheduledKey>,
+    published: Arc<[VerifyingKey]>,
+}
+
+impl KeySet {
+    fn new(keys: OrgKeys) -> Self {
+        Self {
+            signing: keys.signing,
+            published: keys.published.into(),
+        }
+    }
+
+    /// The key that signs at `now`: the newest whose signing stretch contains `now`; failing
+    /// that (the key that should sign does not open here), the newest already activated; and
+    /// before any activation, the first to activate. Every one of them is published.
+    fn at(&self, now: Millis) -> Option<&SigningKey> {
+        let s = &self.signing;
+        s.iter()
+            .find(|k| k.from_ms <= now && k.until_ms.is_none_or(|u| u > now))
+            .or_else(|| s.iter().find(|k| k.from_ms <= now))
+            .or_else(|| s.last())
+            .map(|k| &*k.key)
+    }
+
+    /// What tells two sets apart: each key and its stretch, and what is published.
+    fn same_as(&self, other: &OrgKeys) -> bool {
+        let signing = |a: &ScheduledKey, b: &ScheduledKey| {
+            a.key.kid() == b.key.kid() && a.from_ms == b.from_ms && a.until_ms == b.until_ms
+        };
+        self.signing.len() == other.signing.len()
+            && self
+                .signing
+                .iter()
+                .zip(&other.signing)
+                .all(|(a, b)| signing(a, b))
+            && self.published.len() == other.published.len()
+            && self
+                .published
+                .iter()
+                .zip(&other.published)
+                .all(|(a, b)| a.kid() == b.kid())
+    }
+}
+
+/// Each org's issuer: its `iss` (fixed for the process: orgs come from the configuration) and
+/// its keys, replaced whole by each reload that changes them.
 struct Issuer {
     iss: String,
-    active: SigningKey,
-    published: Vec<VerifyingKey>,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+impl Issuer {
+    /// The keys in force: a read lock held for one `Arc` clone, so a reload never waits on a
+    /// signature and a signature never waits on more than the swap.
+    fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            // The lock is only held for a clone or a swap, neither of which panics.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// The broker's issuers, one per org (`iss` = `{base}/orgs/{org}`), each with its own keys:
-/// one active, older ones still published for verification. A token of one org never
-/// verifies with another org's keys, so `iss` and the key set pin the org.
+/// the one that signs now, the ones waiting to sign and the retired ones, all published. A
+/// token of one org never verifies with another org's keys, so `iss` and the key set pin the
+/// org. Keys are swapped in by the reload (`keys::SigningKeySync`) while serving; which key
+/// signs is decided at each signature from the keys' stored activation times.
 pub struct Signer {
     issuers: HashMap<String, Issuer>,
+    clock: Arc<dyn Clock>,
     /// Signs for an org without keys, which start-up makes impossible (every stored org gets
     /// keys before serving); never published, so what it signs verifies nowhere.
     unpublished: SigningKey,
@@ -82,26 +192,60 @@ impl Signer {
         format!("{}/orgs/{org}", base.trim_end_matches('/'))
     }
 
-    /// Builds a signer over every org's keys; retired keys stay published until their tokens
-    /// have expired.
+    /// Builds a signer over every org's keys, choosing keys by the system clock.
     pub fn new(base: &str, keys: Vec<OrgKeys>) -> Self {
         let issuers = keys
             .into_iter()
             .map(|k| {
-                let mut published = vec![k.active.verifying_key()];
-                published.extend(k.previous);
+                let org = k.org.to_string();
                 let issuer = Issuer {
-                    iss: Self::issuer_url(base, k.org.as_str()),
-                    active: k.active,
-                    published,
+                    iss: Self::issuer_url(base, &org),
+                    keys: RwLock::new(Arc::new(KeySet::new(k))),
                 };
-                (k.org.to_string(), issuer)
+                (org, issuer)
             })
             .collect();
         Self {
             issuers,
+            clock: Arc::new(SystemClock),
             unpublished: SigningKey::generate("ab-unpublished"),
         }
+    }
+
+    /// The same signer choosing keys by `clock` (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces an org's keys (a reload); `true` when they differ from those in force. An org
+    /// the signer has no issuer for is ignored (orgs are fixed for the process).
+    pub fn replace(&self, keys: OrgKeys) -> bool {
+        let Some(issuer) = self.issuers.get(keys.org.as_str()) else {
+            return false;
+        };
+        if issuer.keys().same_as(&keys) {
+            return false;
+        }
+        let set = Arc::new(KeySet::new(keys));
+        match issuer.keys.write() {
+            Ok(mut live) => *live = set,
+            Err(poisoned) => {
+                *poisoned.into_inner() = set;
+                issuer.keys.clear_poison();
+            }
+        }
+        true
+    }
+
+    /// The org's keys in force (what a reload reuses rather than opening again).
+    pub fn keys(&self, org: &str) -> Option<OrgKeys> {
+        let set = self.issuers.get(org)?.keys();
+        Some(OrgKeys {
+            org: crate::domain::OrgId::new(org),
+            signing: set.signing.clone(),
+            published: set.published.to_vec(),
+        })
     }
 
     /// `iss` of the org's tokens, if the org is known.
@@ -109,52 +253,91 @@ impl Signer {
         self.issuers.get(org).map(|i| i.iss.as_str())
     }
 
-    /// The org's keys, for its JWKS and to verify its tokens with.
-    pub fn verifying_keys(&self, org: &str) -> Option<&[VerifyingKey]> {
-        self.issuers.get(org).map(|i| i.published.as_slice())
+    /// The org's published keys: its JWKS and what its tokens verify with.
+    pub fn published(&self, org: &str) -> Option<Arc<[VerifyingKey]>> {
+        Some(self.issuers.get(org)?.keys().published.clone())
     }
 
-    /// The claims of a token `org` issued: signed by one of the org's keys, in date (with
-    /// `leeway_secs`), `iss` the org's issuer and `ab_org` the org. `None` for anything else,
-    /// including a valid token of another org.
-    pub fn verify(&self, org: &str, token: &str, now: i64, leeway_secs: i64) -> Option<Value> {
+    /// The org's JWKS document.
+    pub fn jwks(&self, org: &str) -> Option<serde_json::Value> {
+        Some(crate::crypto::signing::jwks(&self.published(org)?))
+    }
+
+    /// The claims of an access token `org` issued: `typ` `at+jwt`, signed by one of the org's
+    /// keys, in date (with `leeway_secs`), `iss` the org's issuer, `ab_org` the org and, if
+    /// `aud` is given, that audience. `None` for anything else, including a valid token of
+    /// another org.
+    pub fn verify(
+        &self,
+        org: &str,
+        token: &str,
+        aud: Option<&str>,
+        now: i64,
+        leeway_secs: i64,
+    ) -> Option<AccessClaims> {
         let issuer = self.issuers.get(org)?;
-        let (_, claims) = verify_jwt(token, &issuer.published, now, leeway_secs).ok()?;
-        (claims.get("iss").and_then(Value::as_str) == Some(issuer.iss.as_str())
-            && claims.get("ab_org").and_then(Value::as_str) == Some(org))
-        .then_some(claims)
+        let expected = Expected {
+            typ: ACCESS_TOKEN_TYP,
+            iss: &issuer.iss,
+            aud,
+            now,
+            leeway_secs,
+        };
+        let keys = issuer.keys();
+        let claims: AccessClaims = verify_jwt(token, &keys.published, &expected).ok()?;
+        (claims.ab_org == org).then_some(claims)
     }
 
-    /// Mints an RFC 9068 JWT access token for a user and connector, as the user's org.
+    /// Signs `claims` as the org's issuer with the key that signs now (assertions the broker
+    /// sends to upstream authorization servers: ID-JAGs, subject tokens, client assertions);
+    /// `None` for an org without keys.
+    pub fn sign_as<C: Serialize>(&self, org: &str, typ: &str, claims: &C) -> Option<String> {
+        let keys = self.issuers.get(org)?.keys();
+        keys.at(self.clock.now_ms())?.sign_jwt(typ, claims).ok()
+    }
+
+    /// Mints an RFC 9068 JWT access token for a user and connector, as the user's org, with
+    /// the key that signs now.
     pub fn mint(&self, grant: &MintInput<'_>, now: i64) -> TokenRecord {
-        let (iss, key) = match self.issuers.get(grant.org) {
-            Some(i) => (i.iss.as_str(), &i.active),
-            None => {
+        let issuer = self.issuers.get(grant.org);
+        let keys = issuer.map(Issuer::keys);
+        let (iss, key) = match (
+            issuer,
+            keys.as_deref().and_then(|k| k.at(self.clock.now_ms())),
+        ) {
+            (Some(i), Some(key)) => (i.iss.as_str(), key),
+            _ => {
                 tracing::error!(org = %grant.org, "no signing key for this org; the token will not verify");
                 ("", &self.unpublished)
             }
         };
         let jti = uuid::Uuid::new_v4().to_string();
         let exp = now + grant.ttl_secs as i64;
-        let claims = json!({
-            "iss": iss,
-            "sub": grant.user_id,
-            "aud": grant.connector.audience,
-            "client_id": grant.client_id,
-            "scope": grant.scopes.join(" "),
-            "jti": jti,
-            "iat": now,
-            "exp": exp,
-            "ab_org": grant.org,
-            "ab_con": grant.connector.id,
-            "ab_ep": grant.epoch,
-        });
+        let claims = AccessClaims {
+            iss: iss.to_owned(),
+            sub: grant.user_id.to_owned(),
+            aud: grant.connector.audience.clone(),
+            client_id: grant.client_id.to_owned(),
+            scope: grant.scopes.join(" "),
+            jti,
+            iat: now,
+            exp,
+            ab_org: grant.org.to_owned(),
+            ab_con: grant.connector.id.clone(),
+            ab_ep: grant.epoch,
+        };
+        // `AccessClaims` holds only strings and integers, which serde_json always serializes,
+        // so signing cannot fail.
+        let access_token = key
+            .sign_jwt(ACCESS_TOKEN_TYP, &claims)
+            .expect("access token claims serialize");
         TokenRecord {
-            access_token: key.sign_jwt("at+jwt", &claims),
+            access_token,
             expires_at: exp,
             scopes: grant.scopes.to_vec(),
-            jti,
+            jti: claims.jti,
             minted_at: now,
+            asked: None,
         }
     }
 }
@@ -178,82 +361,4 @@ pub struct MintInput<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::OrgId;
-    use crate::domain::connector::{ActionSet, Strategy};
-
-    fn signer() -> Signer {
-        let keys = ["acme", "globex"]
-            .into_iter()
-            .map(|org| OrgKeys {
-                org: OrgId::new(org),
-                active: SigningKey::generate(&format!("k-{org}")),
-                previous: Vec::new(),
-            })
-            .collect();
-        Signer::new("https://broker.example/", keys)
-    }
-
-    fn mint(s: &Signer, org: &str) -> TokenRecord {
-        let connector = Connector {
-            org: OrgId::new(org),
-            id: "github".into(),
-            display_name: "GitHub".into(),
-            strategy: Strategy::BrokerJwt,
-            audience: "https://mcp.github.example".into(),
-            scopes: vec!["repo:read".into()],
-            tools: Default::default(),
-            default_actions: ActionSet::ALLOW_ALL,
-            enabled: true,
-            token_ttl_secs: 0,
-        };
-        s.mint(
-            &MintInput {
-                org,
-                user_id: "u1",
-                connector: &connector,
-                client_id: "gateway:test",
-                scopes: &["repo:read".to_string()],
-                epoch: 1,
-                ttl_secs: 600,
-            },
-            1_000,
-        )
-    }
-
-    #[test]
-    fn each_org_signs_as_its_own_issuer() {
-        let s = signer();
-        assert_eq!(
-            s.issuer("acme"),
-            Some("https://broker.example/orgs/acme"),
-            "the base's trailing slash is not doubled"
-        );
-        let t = mint(&s, "acme");
-        let claims = s.verify("acme", &t.access_token, 1_000, 0).unwrap();
-        assert_eq!(claims["iss"], "https://broker.example/orgs/acme");
-        assert_eq!(claims["ab_org"], "acme");
-        assert!(
-            s.verify("globex", &t.access_token, 1_000, 0).is_none(),
-            "another org's issuer never verifies it"
-        );
-        assert!(s.verify("initech", &t.access_token, 1_000, 0).is_none());
-        let acme_kids: Vec<&str> = s
-            .verifying_keys("acme")
-            .unwrap()
-            .iter()
-            .map(|k| k.kid())
-            .collect();
-        assert_eq!(acme_kids, ["k-acme"]);
-    }
-
-    #[test]
-    fn an_org_without_keys_gets_a_token_nobody_accepts() {
-        let s = signer();
-        let t = mint(&s, "initech");
-        for org in ["acme", "globex", "initech"] {
-            assert!(s.verify(org, &t.access_token, 1_000, 0).is_none(), "{org}");
-        }
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@
 //! on the back end. One conformance suite (tests/it/store_conformance.rs) runs against both.
 
 mod audit;
+mod consent;
 mod directory;
 mod error;
 mod groups;
@@ -14,6 +15,7 @@ mod migrate;
 mod policy;
 mod receipts;
 mod rows;
+mod signing_keys;
 mod tenants;
 mod users;
 pub mod vault_memory;

@@ -11,6 +11,7 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Millis;
 use crate::domain::connector::{Connector, Grant, GroupSelector};
 use crate::domain::ports::{PolicyStore, Source};
+use crate::domain::upstream::Upstream;
 use crate::domain::{GroupId, OrgId, StoreError};
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -37,7 +38,31 @@ fn connector_from_row(row: &AnyRow) -> Result<Connector, StoreError> {
             .try_get::<i64, _>("token_ttl_secs")
             .map_err(map_err)?
             .max(0) as u64,
+        upstream: upstream_from_row(row)?,
     })
+}
+
+/// The `upstream` JSON and its sealed secret (base64), when the connector has an upstream.
+fn upstream_from_row(row: &AnyRow) -> Result<Option<Upstream>, StoreError> {
+    let Some(text) = row
+        .try_get::<Option<String>, _>("upstream")
+        .map_err(map_err)?
+    else {
+        return Ok(None);
+    };
+    let mut u: Upstream = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Internal(format!("corrupt upstream: {e}")))?;
+    u.client_secret = row
+        .try_get::<Option<String>, _>("upstream_secret")
+        .map_err(map_err)?
+        .map(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| StoreError::Internal(format!("corrupt upstream_secret: {e}")))
+        })
+        .transpose()?;
+    Ok(Some(u))
 }
 
 fn grant_from_row(row: &AnyRow) -> Result<Grant, StoreError> {
@@ -65,13 +90,14 @@ async fn upsert_connector_in(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO connectors (org_id, id, display_name, strategy, audience, scopes, tools, \
-         default_actions, enabled, token_ttl_secs, source, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         default_actions, enabled, token_ttl_secs, source, updated_ms, upstream, upstream_secret) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (org_id, id) DO UPDATE SET display_name = excluded.display_name, \
          strategy = excluded.strategy, audience = excluded.audience, scopes = excluded.scopes, \
          tools = excluded.tools, default_actions = excluded.default_actions, \
          enabled = excluded.enabled, token_ttl_secs = excluded.token_ttl_secs, \
-         source = excluded.source, updated_ms = excluded.updated_ms",
+         source = excluded.source, updated_ms = excluded.updated_ms, \
+         upstream = excluded.upstream, upstream_secret = excluded.upstream_secret",
     )
     .bind(c.org.as_str())
     .bind(c.id.as_str())
@@ -85,6 +111,16 @@ async fn upsert_connector_in(
     .bind(c.token_ttl_secs.min(i64::MAX as u64) as i64)
     .bind(source.as_str())
     .bind(at_ms)
+    .bind(c.upstream.as_ref().map(json).transpose()?)
+    .bind(
+        c.upstream
+            .as_ref()
+            .and_then(|u| u.client_secret.as_ref())
+            .map(|s| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(s)
+            }),
+    )
     .execute(&mut *conn)
     .await
     .map_err(map_err)?;
@@ -222,6 +258,40 @@ impl PolicyStore for SqlStore {
         }
         write_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn reseal_client_secret(
+        &self,
+        org: &OrgId,
+        id: &str,
+        read: &[u8],
+        sealed: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        use base64::Engine;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let mut tx = self.pool().begin().await.map_err(map_err)?;
+        // Compare-and-set on the sealed text read: a secret replaced meanwhile (admin API,
+        // config sync) is left as its writer sealed it. `updated_ms` stays: nothing the
+        // connector means changed.
+        let res = sqlx::query(
+            "UPDATE connectors SET upstream_secret = $3 \
+             WHERE org_id = $1 AND id = $2 AND upstream_secret = $4",
+        )
+        .bind(org.as_str())
+        .bind(id)
+        .bind(b64.encode(sealed))
+        .bind(b64.encode(read))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if res.rows_affected() == 0 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        write_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn sync_config(

@@ -63,12 +63,14 @@ struct UserEntry {
 }
 
 type Orgs = HashMap<String, HashMap<String, UserEntry>>;
+/// Ephemeral values by key, with when each expires.
+type EphemeralMap = HashMap<String, (std::time::Instant, Vec<u8>)>;
 
 /// The embedded default's vault: sealed tokens and projections in process memory.
 #[derive(Default)]
 pub struct MemoryVault {
     orgs: RwLock<Orgs>,
-    ephemeral: std::sync::Mutex<HashMap<String, (std::time::Instant, Vec<u8>)>>,
+    ephemeral: std::sync::Mutex<EphemeralMap>,
 }
 
 impl std::fmt::Debug for MemoryVault {
@@ -273,8 +275,31 @@ impl EventBus for MemoryBus {
     }
 }
 
-/// Sign-in state, sessions and replay caches in process memory; expired entries are dropped
-/// when touched and swept on writes.
+impl MemoryVault {
+    /// The ephemeral map with expired entries dropped, and now.
+    fn live(&self) -> (std::sync::MutexGuard<'_, EphemeralMap>, std::time::Instant) {
+        let mut map = self
+            .ephemeral
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        map.retain(|_, (until, _)| *until > now);
+        (map, now)
+    }
+
+    /// Inserts `value` under `key` for `ttl` unless a live entry is there.
+    fn insert_new(&self, key: &str, value: &[u8], ttl: std::time::Duration) -> bool {
+        let (mut map, now) = self.live();
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.to_string(), (now + ttl, value.to_vec()));
+        true
+    }
+}
+
+/// Sign-in state, sessions, replay caches and locks in process memory; expired entries are
+/// dropped whenever the map is touched.
 #[async_trait]
 impl crate::domain::vault::Ephemeral for MemoryVault {
     async fn put(
@@ -283,70 +308,68 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
         value: &[u8],
         ttl: std::time::Duration,
     ) -> Result<(), VaultError> {
-        let mut map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        map.retain(|_, (until, _)| *until > now);
+        let (mut map, now) = self.live();
         map.insert(key.to_string(), (now + ttl, value.to_vec()));
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        Ok(map
-            .get(key)
-            .filter(|(until, _)| *until > now)
-            .map(|(_, v)| v.clone()))
+        let (map, _) = self.live();
+        Ok(map.get(key).map(|(_, v)| v.clone()))
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
-        let mut map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        Ok(map
-            .remove(key)
-            .filter(|(until, _)| *until > now)
-            .map(|(_, v)| v))
+        let (mut map, _) = self.live();
+        Ok(map.remove(key).map(|(_, v)| v))
     }
 
     async fn remove(&self, key: &str) -> Result<(), VaultError> {
-        let mut map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.remove(key);
+        self.live().0.remove(key);
         Ok(())
     }
 
     async fn claim(&self, key: &str, ttl: std::time::Duration) -> Result<bool, VaultError> {
-        let mut map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        map.retain(|_, (until, _)| *until > now);
-        if map.contains_key(key) {
-            return Ok(false);
+        Ok(self.insert_new(key, &[], ttl))
+    }
+
+    async fn lock(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, VaultError> {
+        Ok(self.insert_new(key, owner.as_bytes(), ttl))
+    }
+
+    async fn renew(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, VaultError> {
+        let (mut map, now) = self.live();
+        match map.get_mut(key) {
+            Some((until, v)) if v.as_slice() == owner.as_bytes() => {
+                *until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        map.insert(key.to_string(), (now + ttl, Vec::new()));
-        Ok(true)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), VaultError> {
+        let (mut map, _) = self.live();
+        if map
+            .get(key)
+            .is_some_and(|(_, v)| v.as_slice() == owner.as_bytes())
+        {
+            map.remove(key);
+        }
+        Ok(())
     }
 
     async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError> {
-        let mut map = self
-            .ephemeral
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        map.retain(|_, (until, _)| *until > now);
+        let (mut map, now) = self.live();
         let (_, value) = map
             .entry(key.to_string())
             .or_insert_with(|| (now + ttl, 0u64.to_be_bytes().to_vec()));

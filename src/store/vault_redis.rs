@@ -36,7 +36,7 @@ mod scripts;
 mod sentinel;
 mod subscription;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,15 +103,9 @@ pub struct RedisVault {
     conn: Conn,
     op_timeout: Duration,
     endpoint: Arc<Endpoint>,
-    local: Arc<LocalConns>,
     /// Where revocations and projections wait for replicas, when they do.
     replicated: Option<replicated::Replicated>,
 }
-
-/// Standalone connections owned by single-threaded runtimes (the broker's I/O threads), one
-/// each: a vend's command is written, answered and handed back on the thread that serves the
-/// request, with no wake-up of another thread on the way.
-type LocalConns = std::sync::RwLock<HashMap<tokio::runtime::Id, Conn>>;
 
 impl std::fmt::Debug for RedisVault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +158,6 @@ impl RedisVault {
             conn,
             op_timeout,
             endpoint,
-            local: Arc::default(),
             replicated,
         };
         // Establish the connection now rather than on the first vend.
@@ -172,32 +165,6 @@ impl RedisVault {
             tracing::warn!(url = %vault.endpoint.redacted, error = %e, "vault not reachable yet; will keep trying");
         }
         Ok(vault)
-    }
-
-    /// The connection for the hot path: on a single-threaded runtime, that runtime's own
-    /// (opened on first use, reconnecting like the shared one); otherwise the shared one.
-    fn here(&self) -> Conn {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        if !matches!(self.conn, Conn::Standalone(_)) {
-            return self.conn.clone();
-        }
-        let Ok(handle) = Handle::try_current() else {
-            return self.conn.clone();
-        };
-        if handle.runtime_flavor() != RuntimeFlavor::CurrentThread {
-            return self.conn.clone();
-        }
-        let id = handle.id();
-        if let Some(c) = self.local.read().ok().and_then(|m| m.get(&id).cloned()) {
-            return c;
-        }
-        match (
-            Conn::open(&self.endpoint, self.op_timeout),
-            self.local.write(),
-        ) {
-            (Ok(c), Ok(mut m)) => m.entry(id).or_insert(c).clone(),
-            _ => self.conn.clone(),
-        }
     }
 
     /// The URL with credentials removed, for logs and status pages.
@@ -255,7 +222,7 @@ impl Vault for RedisVault {
             .arg(token_field(connector));
         type Fields = (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<Vec<u8>>);
         let (state, epoch, version, sealed): Fields =
-            self.here().query(&cmd, self.op_timeout, "read").await?;
+            self.conn.query(&cmd, self.op_timeout, "read").await?;
         // Both halves are always written together; if either is missing the projection counts
         // as absent and is rebuilt from the system of record (put_projection rewrites both).
         let projection = match (state, epoch) {
@@ -334,7 +301,7 @@ impl Vault for RedisVault {
             .arg(token_field(connector))
             .arg(sealed);
         let stored: i64 = self
-            .here()
+            .conn
             .invoke(&invocation, self.op_timeout, "store_token")
             .await?;
         Ok(if stored == 1 {
@@ -394,7 +361,6 @@ mod tests {
             conn,
             op_timeout: Duration::from_millis(50),
             endpoint: Arc::new(e),
-            local: Arc::default(),
             replicated: None,
         };
         let shown = format!("{v:?}");

@@ -10,13 +10,14 @@ use crate::support::{Backend, fresh_database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_auth-broker");
 
-struct Running {
+/// The binary serving the embedded default in a directory of its own.
+pub(crate) struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Running {
-    fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
@@ -41,10 +42,10 @@ impl Running {
     }
 
     /// Lines printed until the banner ends (or a short quiet period).
-    fn banner(&self) -> Vec<String> {
+    pub(crate) fn banner(&self) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(3)) {
-            let done = l.contains("admin key");
+            let done = l.trim_start().starts_with("admin key:");
             out.push(l);
             if done {
                 break;
@@ -53,11 +54,9 @@ impl Running {
         out
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SIGTERM for a graceful stop; the process must exit on its own.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        crate::support::send_signal(self.child.id(), rustix::process::Signal::TERM);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -73,7 +72,7 @@ impl Running {
     }
 }
 
-fn value_of(lines: &[String], label: &str) -> Option<String> {
+pub(crate) fn value_of(lines: &[String], label: &str) -> Option<String> {
     lines
         .iter()
         .find(|l| l.trim_start().starts_with(label))
@@ -93,7 +92,7 @@ async fn wait_ready(base: &str) {
     panic!("broker at {base} never became ready");
 }
 
-fn temp_dir() -> std::path::PathBuf {
+pub(crate) fn temp_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("ab-cli-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -284,6 +283,24 @@ async fn migrate_applies_and_is_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(n, 6, "every embedded migration is recorded once");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(n, files, "every embedded migration is recorded once");
     conn.close().await.ok();
+}
+
+/// SIGTERM as soon as the first start prints its banner (before the server runs) still stops
+/// the broker gracefully: the handlers are installed before storage is opened.
+#[test]
+fn a_signal_during_start_up_stops_gracefully() {
+    let dir = temp_dir();
+    let run = Running::start(&dir, &[]);
+    let first = run
+        .lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the broker prints its first start");
+    assert!(first.contains("first start"), "{first}");
+    run.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,8 +59,11 @@ async fn vend_and_revoke(backend: Backend, vault: Vault) {
         .map(|k| auth_broker::crypto::signing::VerifyingKey::from_jwk(k).unwrap())
         .collect();
     let now = claims["iat"].as_i64().unwrap();
-    auth_broker::crypto::signing::verify_jwt(&token, &keys, now, 5)
-        .expect("token verifies against the JWKS");
+    let iss = claims["iss"].as_str().unwrap();
+    let verified =
+        crate::issuer::verify_as_resource(&token, &keys, iss, "https://mcp.github.example", now)
+            .expect("token verifies against the JWKS");
+    assert_eq!(verified.sub, ann.as_str());
     let meta = s
         .get_json("/.well-known/oauth-authorization-server/orgs/acme")
         .await;

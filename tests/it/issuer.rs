@@ -4,8 +4,9 @@
 //! Gateway keys across replicas are in `replicas`.
 
 use auth_broker::config::{ConnectorConfig, GrantConfig};
-use auth_broker::crypto::signing::{VerifyingKey, verify_jwt};
+use auth_broker::crypto::signing::{Expected, JwtError, VerifyingKey, verify_jwt};
 use auth_broker::domain::connector::{Action, ActionSet, Strategy};
+use auth_broker::service::tokens::AccessClaims;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -17,6 +18,7 @@ use crate::support::{
 };
 
 mod replicas;
+mod rotation;
 
 fn connector(audience: &str, scopes: &[&str]) -> ConnectorConfig {
     ConnectorConfig {
@@ -28,6 +30,7 @@ fn connector(audience: &str, scopes: &[&str]) -> ConnectorConfig {
         default_actions: None,
         enabled: true,
         token_ttl_secs: None,
+        upstream: None,
     }
 }
 
@@ -110,6 +113,25 @@ async fn keys_of(s: &TestServer, org: &str) -> Vec<VerifyingKey> {
         .collect()
 }
 
+/// Verifies a broker access token as a resource server would: `at+jwt`, the org's issuer, the
+/// connector's audience, the org's published keys.
+pub(crate) fn verify_as_resource(
+    token: &str,
+    keys: &[VerifyingKey],
+    iss: &str,
+    aud: &str,
+    now: i64,
+) -> Result<AccessClaims, JwtError> {
+    let expected = Expected {
+        typ: "at+jwt",
+        iss,
+        aud: Some(aud),
+        now,
+        leeway_secs: 5,
+    };
+    verify_jwt(token, keys, &expected)
+}
+
 async fn status_of(s: &TestServer, path: &str) -> StatusCode {
     s.http
         .get(format!("{}{path}", s.base()))
@@ -171,12 +193,23 @@ async fn each_org_is_its_own_issuer(backend: Backend) {
             .all(|k| globex_keys.iter().all(|o| o.kid() != k.kid())),
         "no key is shared between orgs"
     );
-    verify_jwt(&a_token, &acme_keys, now, 5).expect("acme's JWKS verifies acme's token");
-    assert!(
-        verify_jwt(&a_token, &globex_keys, now, 5).is_err(),
+    let (a_iss, a_aud) = (a["iss"].as_str().unwrap(), a["aud"].as_str().unwrap());
+    let (g_iss, g_aud) = (g["iss"].as_str().unwrap(), g["aud"].as_str().unwrap());
+    let claims = verify_as_resource(&a_token, &acme_keys, a_iss, a_aud, now)
+        .expect("acme's JWKS verifies acme's token");
+    assert_eq!(claims.ab_org, "acme");
+    assert_eq!(
+        verify_as_resource(&a_token, &globex_keys, a_iss, a_aud, now),
+        Err(JwtError::UnknownKid),
         "globex's JWKS must not verify acme's token"
     );
-    verify_jwt(&g_token, &globex_keys, now, 5).expect("globex's JWKS verifies globex's token");
+    assert_eq!(
+        verify_as_resource(&a_token, &acme_keys, g_iss, a_aud, now),
+        Err(JwtError::WrongIssuer),
+        "acme's token does not pass as globex's"
+    );
+    verify_as_resource(&g_token, &globex_keys, g_iss, g_aud, now)
+        .expect("globex's JWKS verifies globex's token");
 
     // Org B's gateway key: acme's token is not active there, and revoking it does nothing.
     assert!(active(&s, ACME_GATEWAY, &a_token).await);

@@ -151,9 +151,7 @@ impl Broker {
 
     /// SIGTERM, a graceful exit, and every line it wrote.
     fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        crate::support::send_signal(self.child.id(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

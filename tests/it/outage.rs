@@ -14,20 +14,14 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_closed_and_recovers() {
-    redis_outage(None, Outage::Killed).await
-}
-
-/// The same on the binary's I/O threads, whose vends use each thread's own connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_outage_fails_closed_and_recovers_on_io_threads() {
-    redis_outage(Some(2), Outage::Killed).await
+    redis_outage(Outage::Killed).await
 }
 
 /// A Redis that hangs (stopped with SIGSTOP: connections stay open, nothing answers) is met by
 /// the operation timeout, not by a connection error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hang_fails_closed_and_recovers() {
-    redis_outage(None, Outage::Frozen).await
+    redis_outage(Outage::Frozen).await
 }
 
 /// How Redis goes away.
@@ -44,7 +38,7 @@ enum Outage {
 const OUTAGE_ANSWER: Duration = Duration::from_millis(200);
 const OUTAGE_RECOVERY: Duration = Duration::from_secs(1);
 
-async fn redis_outage(io_threads: Option<usize>, how: Outage) {
+async fn redis_outage(how: Outage) {
     let port = crate::redis_fixture::fixture_port();
     let mut redis = crate::redis_fixture::RedisServer::start(port).expect("redis starts");
     let (url, dir) = fresh_database(Backend::Postgres).await;
@@ -52,10 +46,7 @@ async fn redis_outage(io_threads: Option<usize>, how: Outage) {
         with_github(test_config(&url, &dir)),
         &format!("redis://127.0.0.1:{port}"),
     );
-    let s = match io_threads {
-        Some(n) => TestServer::start_threaded(Backend::Postgres, cfg, n).await,
-        None => TestServer::start_with(Backend::Postgres, cfg).await,
-    };
+    let s = TestServer::start_with(Backend::Postgres, cfg).await;
     let (ann, _) = engineer(&s, "outage@acme.example").await;
     let r = s.vend(&ann).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -11,6 +11,7 @@ mod broker;
 mod interleavings;
 mod replicas;
 mod rotation;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

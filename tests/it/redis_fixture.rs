@@ -192,12 +192,12 @@ impl RedisServer {
     /// Stops the process (SIGSTOP) without closing its connections: it neither reads nor
     /// answers until [`RedisServer::resume`], as a server stalled by its host.
     pub fn pause(&self) {
-        signal(self.child.id(), "-STOP");
+        crate::support::send_signal(self.child.id(), rustix::process::Signal::STOP);
     }
 
     /// Lets a paused server run again (SIGCONT).
     pub fn resume(&self) {
-        signal(self.child.id(), "-CONT");
+        crate::support::send_signal(self.child.id(), rustix::process::Signal::CONT);
     }
 
     /// Starts the server again on the same port with the same options and directory (a
@@ -396,14 +396,6 @@ fn try_start_cluster_with(
         }
     }
     Ok((ports, nodes))
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid} failed");
 }
 
 /// A Sentinel deployment on loopback: one master, one replica, one sentinel (quorum 1,

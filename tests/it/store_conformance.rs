@@ -17,14 +17,15 @@ use serde_json::json;
 use crate::both_backends;
 use crate::support::{Backend, fresh_database};
 
-async fn store(backend: Backend) -> SqlStore {
+/// A fresh, migrated store with the orgs `acme` and `globex` (shared by the port suites).
+pub(crate) async fn store(backend: Backend) -> SqlStore {
     let (url, _) = fresh_database(backend).await;
     let s = SqlStore::connect(
         &url,
         &SqlOptions {
-            max_connections: 4,
+            max_connections: 8,
             min_connections: 0,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(10),
         },
     )
     .await

@@ -184,6 +184,7 @@ pub fn with_github(mut c: Config) -> Config {
             default_actions: None,
             enabled: true,
             token_ttl_secs: None,
+            upstream: None,
         },
     );
     acme.grants.push(GrantConfig {
@@ -261,33 +262,6 @@ impl TestServer {
         let task = tokio::spawn(auth_broker::serve(
             prepared,
             listener,
-            async move {
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        ));
-        Self::running(addr, backend, &config, tx, task)
-    }
-
-    /// Starts a broker as the binary serves: `threads` single-threaded I/O runtimes that the
-    /// connections are handed to (`serve_threads`).
-    pub async fn start_threaded(backend: Backend, config: Config, threads: usize) -> Self {
-        crate::log_capture::install();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let prepared = auth_broker::prepare(&config, BootstrapSecrets::default(), Some(addr))
-            .await
-            .expect("broker prepares");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let io = auth_broker::IoThreads {
-            count: threads,
-            nice: None,
-            pin: config.server.pin_io_threads,
-        };
-        let task = tokio::spawn(auth_broker::serve_threads(
-            prepared,
-            listener,
-            io,
             async move {
                 let _ = rx.await;
             },
@@ -606,4 +580,26 @@ pub fn jwt_claims(token: &str) -> Value {
         .decode(payload)
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The `kid` in a JWT's header.
+pub fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// The `kid`s a JWKS document publishes, in its order.
+pub fn jwks_kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sends `sig` to process `pid` (no `kill` program needed: a minimal Debian has none).
+pub fn send_signal(pid: u32, sig: rustix::process::Signal) {
+    let raw = i32::try_from(pid).expect("a child's pid fits pid_t");
+    let pid = rustix::process::Pid::from_raw(raw).expect("a child's pid is positive");
+    rustix::process::kill_process(pid, sig).unwrap_or_else(|e| panic!("kill({raw}, {sig:?}): {e}"));
 }

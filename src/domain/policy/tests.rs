@@ -34,6 +34,7 @@ fn connector_in(org: &str, id: &str, scopes: &[&str], ceiling: ActionSet) -> Con
         default_actions: ceiling,
         enabled: true,
         token_ttl_secs: 600,
+        upstream: None,
     }
 }
 

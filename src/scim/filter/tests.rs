@@ -461,7 +461,7 @@ fn hostile_and_malformed_input_is_a_clean_error() {
     for input in cases {
         let err = parse(input).unwrap_err();
         assert_eq!(err.scim_type, Some(ScimType::InvalidFilter), "{input:.80}");
-        assert_eq!(err.status, 400);
+        assert_eq!(err.kind, crate::scim::ScimErrorKind::BadRequest);
         if !input.trim().is_empty() && input.len() <= MAX_FILTER_LEN {
             assert!(
                 err.detail.contains("position"),

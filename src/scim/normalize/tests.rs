@@ -371,7 +371,7 @@ fn user_errors() {
     ];
     for (body, scim_type, mention) in cases {
         let err = user_err(body.clone());
-        assert_eq!(err.status, 400, "{body}");
+        assert_eq!(err.kind, crate::scim::ScimErrorKind::BadRequest, "{body}");
         assert_eq!(err.scim_type, Some(scim_type), "{body}: {}", err.detail);
         assert!(err.detail.contains(mention), "{body}: {}", err.detail);
     }

@@ -7,7 +7,10 @@
 //! over from a fresh read (at most [`MAX_WRITE_ATTEMPTS`], then 503). So whatever order
 //! concurrent SCIM, admin and sign-in changes arrive in, the last write to land was derived
 //! from a read of the system of record made after every change that had committed before it
-//! began, and a deactivated user can never be written back as active.
+//! began, and a deactivated user can never be written back as active. A sync that finds the
+//! projection already right still ends in a compare-and-set of its own (the version moves,
+//! the access does not), so no writer that read the system of record before it can land
+//! afterwards: every completed sync is fenced, not only those that changed something.
 //!
 //! When anything was lost (deactivation, deletion, a lock, a group removal or grant deletion
 //! that drops a connector or a scope, a disabled connector) the write also **revokes**: it
@@ -15,6 +18,7 @@
 //! event (with the new epoch) goes to every replica and the receipt and audit record are
 //! kept, all before the caller answers.
 
+mod converge;
 mod locks;
 mod reconcile;
 mod record;
@@ -94,6 +98,7 @@ pub struct Access {
     counters: Arc<Counters>,
     asserted: Option<AssertedGroups>,
     outbox: Option<Arc<dyn crate::domain::ports::AuditLog>>,
+    upstreams: Option<super::upstream::Upstreams>,
 }
 
 /// What `/metrics` shows of this service.
@@ -108,7 +113,7 @@ struct Counters {
 #[derive(Clone)]
 struct AssertedGroups {
     store: Arc<dyn crate::domain::ports::Identities>,
-    sources: Arc<std::collections::HashMap<String, crate::config::GroupsSource>>,
+    sources: Arc<std::collections::HashMap<String, crate::domain::connector::GroupsSource>>,
 }
 
 /// The vault field a token lives in: the connector, plus a digest of the scope set when the
@@ -158,7 +163,19 @@ impl Access {
             counters: Arc::default(),
             asserted: None,
             outbox: None,
+            upstreams: None,
         }
+    }
+
+    /// The upstream service, when configured.
+    pub fn upstreams(&self) -> Option<&super::upstream::Upstreams> {
+        self.upstreams.as_ref()
+    }
+
+    /// Revokes upstream grants and tokens on offboarding (the durable outbox).
+    pub fn with_upstreams(mut self, upstreams: super::upstream::Upstreams) -> Self {
+        self.upstreams = Some(upstreams);
+        self
     }
 
     /// Reads the directory's event outbox: a retried no-op write then completes what an
@@ -172,7 +189,7 @@ impl Access {
     pub fn with_asserted_groups(
         mut self,
         store: Arc<dyn crate::domain::ports::Identities>,
-        sources: std::collections::HashMap<String, crate::config::GroupsSource>,
+        sources: std::collections::HashMap<String, crate::domain::connector::GroupsSource>,
     ) -> Self {
         self.asserted = Some(AssertedGroups {
             store,
@@ -182,7 +199,7 @@ impl Access {
     }
 
     /// Where the org's entitlement groups come from.
-    pub fn groups_source(&self, org: &OrgId) -> crate::config::GroupsSource {
+    pub fn groups_source(&self, org: &OrgId) -> crate::domain::connector::GroupsSource {
         self.asserted
             .as_ref()
             .and_then(|a| a.sources.get(org.as_str()).copied())
@@ -267,7 +284,7 @@ impl Access {
         connectors: &[Connector],
         grants: &[Grant],
     ) -> Result<Entitlements, AccessError> {
-        use crate::config::GroupsSource;
+        use crate::domain::connector::GroupsSource;
         let source = self.groups_source(org);
         let groups = if source == GroupsSource::Assertion {
             Vec::new()
@@ -356,137 +373,6 @@ impl Access {
         self.converge(org, user, Mode::Revoke, reason, actor).await
     }
 
-    /// The one projection writer (see the module header).
-    async fn converge(
-        &self,
-        org: &OrgId,
-        user: &UserId,
-        mode: Mode,
-        reason: &str,
-        actor: &str,
-    ) -> Result<SyncOutcome, AccessError> {
-        for attempt in 0..MAX_WRITE_ATTEMPTS {
-            if attempt > 0 {
-                self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            // The projection is read before the system of record: if the write below lands,
-            // nothing was written in between, so this read is still what is stored.
-            let current = self.vault.read(org, user, "_").await?.projection;
-            if mode == Mode::Repair && current.is_none() {
-                return Ok(SyncOutcome {
-                    epoch: 0,
-                    revoked: Vec::new(),
-                    bumped: false,
-                    changed: false,
-                });
-            }
-            let derived = self.derive(org, user).await?;
-            if !derived.exists && current.is_none() {
-                // Nobody to protect: no projection means no token can be served.
-                return Ok(SyncOutcome {
-                    epoch: 0,
-                    revoked: Vec::new(),
-                    bumped: false,
-                    changed: false,
-                });
-            }
-            let held = self.vault.token_connectors(org, user).await?;
-            let lost = lost_access(current.as_ref(), &derived, &held);
-            // Without a projection no token can exist: nothing to revoke by force.
-            let forced = matches!(mode, Mode::Revoke | Mode::Kill) && current.is_some();
-            let revoke = lost || forced;
-            let next = Projection {
-                active: derived.active,
-                locked: derived.locked,
-                // Where a new projection starts: now, so that a projection rebuilt after a
-                // vault flush is newer than any token minted before it.
-                epoch: current.as_ref().map_or_else(now_micros, |p| p.epoch),
-                version: 0,
-                connectors: derived.connectors,
-            };
-            let same = current.as_ref().is_some_and(|c| c.same_access(&next));
-            if same && !revoke {
-                // Already in line with this read of the system of record.
-                let epoch = current.as_ref().map_or(0, |p| p.epoch);
-                return Ok(SyncOutcome {
-                    epoch,
-                    revoked: Vec::new(),
-                    bumped: false,
-                    changed: false,
-                });
-            }
-            let write = ProjectionWrite {
-                expected: current.as_ref().map(|p| p.version),
-                projection: &next,
-                revoke,
-            };
-            let (epoch, purged) = match self.vault.write_projection(org, user, write).await? {
-                Written::Moved => continue,
-                Written::Stored { epoch, purged, .. } => (epoch, purged),
-            };
-            if mode == Mode::Repair {
-                self.counters.repairs.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(org = %org, user = %user, "projection repaired by the reconciler");
-            }
-            if !revoke {
-                if current.is_some() {
-                    self.announce_change(org, user, &next, epoch).await;
-                }
-                return Ok(SyncOutcome {
-                    epoch,
-                    revoked: Vec::new(),
-                    bumped: false,
-                    changed: true,
-                });
-            }
-            self.counters.revocations.fetch_add(1, Ordering::Relaxed);
-            let kind = if derived.locked {
-                "user.locked"
-            } else if !next.active {
-                "user.deactivated"
-            } else {
-                "token.revoked"
-            };
-            let lost_connectors: Vec<String> = current
-                .as_ref()
-                .map(|p| {
-                    p.connectors
-                        .keys()
-                        .filter(|c| !next.connectors.contains_key(*c))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.record_revocation(
-                org,
-                user,
-                epoch,
-                &purged,
-                Revocation {
-                    kind,
-                    reason,
-                    action: if mode == Mode::Kill {
-                        "access.kill_switch"
-                    } else {
-                        "access.revoke"
-                    },
-                    actor,
-                    lost: lost_connectors,
-                    all: (mode != Mode::Kill).then_some(!next.active || next.locked),
-                },
-            )
-            .await?;
-            return Ok(SyncOutcome {
-                epoch,
-                revoked: purged,
-                bumped: true,
-                changed: true,
-            });
-        }
-        tracing::warn!(org = %org, user = %user, "projection write gave up: it kept moving");
-        Err(AccessError::Contended)
-    }
-
     /// The users whose access depends on a connector: members of the groups its grants name,
     /// whether membership comes from SCIM or from sign-in assertions.
     pub async fn users_of_connector(
@@ -553,32 +439,4 @@ impl Access {
     pub async fn held(&self, org: &OrgId, user: &UserId) -> Result<Vec<String>, AccessError> {
         Ok(self.vault.token_connectors(org, user).await?)
     }
-}
-
-/// Whether going from `current` to `derived` takes anything away: the user stops being
-/// active, becomes locked, or loses a connector or one of its scopes; or a token is held for
-/// a connector no longer entitled.
-fn lost_access(current: Option<&Projection>, derived: &Derived, held: &[String]) -> bool {
-    let usable = derived.active && !derived.locked;
-    let was_usable = current.is_some_and(|p| p.active && !p.locked);
-    let shrank = current.is_some_and(|p| {
-        p.connectors
-            .iter()
-            .any(|(c, scopes)| match derived.connectors.get(c) {
-                None => true,
-                Some(now) => !scopes.iter().all(|s| now.contains(s)),
-            })
-    });
-    let orphaned = held
-        .iter()
-        .any(|f| !derived.connectors.contains_key(field_connector(f)));
-    (!usable && (was_usable || !held.is_empty())) || shrank || orphaned
-}
-
-/// Now in microseconds: the epoch a projection starts at when none exists.
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }

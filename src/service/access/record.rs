@@ -24,6 +24,96 @@ pub(super) struct Revocation<'a> {
 }
 
 impl Access {
+    /// The upstream access tokens the user holds (connector, token), opened from the vault.
+    pub(super) async fn upstream_tokens(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        current: Option<&Projection>,
+        held: &[String],
+    ) -> Result<Vec<(String, String)>, AccessError> {
+        let (Some(up), Some(p)) = (&self.upstreams, current) else {
+            return Ok(Vec::new());
+        };
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let connectors = self.policy.connectors(org).await?;
+        let mut out = Vec::new();
+        for field in held {
+            let connector = field_connector(field);
+            let upstream = connectors.iter().any(|c| {
+                c.id == connector && c.strategy != crate::domain::connector::Strategy::BrokerJwt
+            });
+            if !upstream {
+                continue;
+            }
+            let read = self.vault.read(org, user, field).await?;
+            if let Some(token) = read
+                .sealed
+                .as_deref()
+                .and_then(|sealed| up.open_vault_token(org, user, field, p.epoch, sealed))
+            {
+                out.push((connector.to_string(), token));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes upstream grants of connectors the user cannot use now (`usable`: what the
+    /// system of record entitles, empty for an inactive or locked user) that an interrupted
+    /// offboarding left behind: the reconciler's repair of the upstream half.
+    pub(super) async fn repair_upstream_grants(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        usable: &std::collections::BTreeMap<String, Vec<String>>,
+        epoch: u64,
+    ) -> Result<(), AccessError> {
+        let Some(up) = &self.upstreams else {
+            return Ok(());
+        };
+        let stale: Vec<String> = up
+            .consents()
+            .grants_of(org, user)
+            .await?
+            .into_iter()
+            .map(|(connector, _)| connector)
+            .filter(|c| !usable.contains_key(c))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.counters
+            .repairs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(org = %org, user = %user, connectors = ?stale, "upstream grants outlived their access; revoked by the reconciler");
+        up.offboard(org, user, Some(&stale), &[], epoch).await?;
+        Ok(())
+    }
+
+    /// Ends the user's upstream grants (`None`: all) and queues their revocation, with the
+    /// access tokens `held`, in the durable outbox.
+    pub(super) async fn offboard_upstream(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        connectors: Option<&[String]>,
+        held: &[(String, String)],
+        epoch: u64,
+    ) -> Result<(), AccessError> {
+        let Some(up) = &self.upstreams else {
+            return Ok(());
+        };
+        let held: Vec<(String, String)> = held
+            .iter()
+            .filter(|(c, _)| connectors.is_none_or(|cs| cs.is_empty() || cs.contains(c)))
+            .cloned()
+            .collect();
+        up.offboard(org, user, connectors, &held, epoch).await?;
+        Ok(())
+    }
+
     /// Tells every replica that the user's entitlements changed (nothing was revoked). A
     /// failure to publish is logged: the projection already holds the change.
     pub(super) async fn announce_change(

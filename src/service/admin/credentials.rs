@@ -16,7 +16,7 @@ use crate::domain::clock::rfc3339;
 use crate::domain::ports::{CredentialKind, CredentialRecord, ResourceCredentialRecord};
 
 /// A credential as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ClientCredential {
     /// Id (path segment of its DELETE).
     pub id: String,
@@ -37,8 +37,10 @@ pub struct ClientCredential {
 const CONFIG_PREFIX: &str = "config-";
 
 fn check_name(name: &str) -> Result<(), AdminError> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(AdminError::Invalid("name must be 1-200 characters".into()));
+    if !crate::domain::text::is_label(name, 200) {
+        return Err(AdminError::Invalid(
+            "name must be 1-200 characters, not all white space".into(),
+        ));
     }
     Ok(())
 }

@@ -143,8 +143,8 @@ impl Provisioning {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(
-            409,
+        Err(ScimError::of(
+            crate::scim::ScimErrorKind::Conflict,
             "the group is changing too fast; retry",
         ))
     }
@@ -226,8 +226,8 @@ impl Provisioning {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(
-            409,
+        Err(ScimError::of(
+            crate::scim::ScimErrorKind::Conflict,
             "the group is changing too fast; retry",
         ))
     }

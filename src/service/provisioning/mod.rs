@@ -107,8 +107,8 @@ impl Provisioning {
             };
             if let Err(e) = synced {
                 tracing::error!(error = %e, user = %u, "access not brought in line after a directory change");
-                return Err(ScimError::status(
-                    503,
+                return Err(ScimError::of(
+                    crate::scim::ScimErrorKind::Unavailable,
                     "the change was saved but access could not be updated yet; retry the request",
                 ));
             }
@@ -129,7 +129,10 @@ impl Provisioning {
         };
         let users = access.pending_members(&ctx.org, group).await.map_err(|e| {
             tracing::error!(error = %e, "pending directory changes not readable");
-            ScimError::status(503, "access could not be confirmed yet; retry the request")
+            ScimError::of(
+                crate::scim::ScimErrorKind::Unavailable,
+                "access could not be confirmed yet; retry the request",
+            )
         })?;
         self.sync_users(ctx, &users, "scim.group.retry", false)
             .await
@@ -188,7 +191,10 @@ pub fn store_error(e: StoreError) -> ScimError {
     match e {
         StoreError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "directory store unavailable");
-            ScimError::status(503, "the directory store is unavailable; retry later")
+            ScimError::of(
+                crate::scim::ScimErrorKind::Unavailable,
+                "the directory store is unavailable; retry later",
+            )
         }
         StoreError::Conflict(attr) => {
             ScimError::uniqueness(format!("{attr} is already in use in this org"))
@@ -199,7 +205,7 @@ pub fn store_error(e: StoreError) -> ScimError {
         StoreError::NotFound => ScimError::not_found("resource not found"),
         StoreError::Internal(detail) => {
             tracing::error!(error = %detail, "directory store error");
-            ScimError::status(500, "internal error")
+            ScimError::of(crate::scim::ScimErrorKind::Internal, "internal error")
         }
     }
 }
@@ -238,6 +244,9 @@ mod tests {
         assert!(check_if_match(Some("\"3\""), 3).is_ok());
         assert!(check_if_match(Some("*"), 3).is_ok());
         assert!(check_if_match(Some("W/\"1\", W/\"3\""), 3).is_ok());
-        assert_eq!(check_if_match(Some("W/\"2\""), 3).unwrap_err().status, 412);
+        assert_eq!(
+            check_if_match(Some("W/\"2\""), 3).unwrap_err().kind,
+            crate::scim::ScimErrorKind::PreconditionFailed
+        );
     }
 }

@@ -107,8 +107,8 @@ impl Provisioning {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(
-            409,
+        Err(ScimError::of(
+            crate::scim::ScimErrorKind::Conflict,
             "the user is changing too fast; retry",
         ))
     }
@@ -162,8 +162,8 @@ impl Provisioning {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(ScimError::status(
-            409,
+        Err(ScimError::of(
+            crate::scim::ScimErrorKind::Conflict,
             "the user is changing too fast; retry",
         ))
     }
@@ -173,7 +173,7 @@ impl Provisioning {
     /// completes it.
     async fn load_or_converge(&self, ctx: &ScimCtx, id: &str) -> Result<User, ScimError> {
         let missing = match self.load_user(ctx, id).await {
-            Err(e) if e.status == 404 => e,
+            Err(e) if e.kind == crate::scim::ScimErrorKind::NotFound => e,
             other => return other,
         };
         // Ids a vault key cannot hold were never given access.

@@ -11,9 +11,12 @@
 //! the revocation's event told gateways to drop (CONTRACT.md, the gateway's rule), and which
 //! introspection already answers as inactive. Revocation is held by that state, not by timing.
 
+mod refresher;
 mod served;
+mod upstream;
 
-pub use served::{Served, Vended};
+pub use refresher::Refresher;
+pub use served::{Served, TokenResponse, Vended};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,8 +31,9 @@ use crate::domain::ports::{Directory, IndexedAttr, Scan, SortAttr};
 use crate::domain::vault::{CasOutcome, Projection, VaultError};
 use crate::domain::{OrgId, StoreError, UserId};
 
-/// How a gateway names the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a gateway names the user: an object with exactly one of these members.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UserRef {
     /// The SCIM id.
     Id(String),
@@ -39,6 +43,31 @@ pub enum UserRef {
     Email(String),
     /// The IdP subject (the SCIM `externalId`).
     Subject(String),
+}
+
+impl utoipa::PartialSchema for UserRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        exactly_one_of(&["id", "user_name", "email", "subject"])
+    }
+}
+
+impl utoipa::ToSchema for UserRef {}
+
+/// An object with exactly one of the string members `names` and nothing else: what serde
+/// accepts for an externally tagged enum of strings such as [`UserRef`].
+pub fn exactly_one_of(names: &[&str]) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let mut one_of = OneOfBuilder::new();
+    for name in names {
+        one_of = one_of.item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(*name, ObjectBuilder::new().schema_type(Type::String))
+                .required(*name)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+        );
+    }
+    one_of.into()
 }
 
 /// A vend request after authentication.
@@ -56,7 +85,7 @@ pub struct VendRequest {
     pub gateway: Arc<str>,
 }
 
-/// Every way a vend can fail; each maps to one status and `code` (CONTRACT.md).
+/// Every way a vend can fail; `http::error` maps each to one status and `code` (CONTRACT.md).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum VendError {
     /// 403 `user_inactive`
@@ -86,10 +115,13 @@ pub enum VendError {
     /// 503 `unavailable`
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// 503 `unavailable`: the audit record could not be queued, so nothing was given out.
+    #[error("audit backlog full")]
+    Unaudited,
 }
 
 impl VendError {
-    /// The stable `code`.
+    /// The stable code, as the audit record of a refused vend names it (the HTTP `code`).
     pub fn code(&self) -> &'static str {
         match self {
             VendError::UserInactive => "user_inactive",
@@ -100,7 +132,7 @@ impl VendError {
             VendError::UnknownConnector => "unknown_connector",
             VendError::ConsentRequired(_) => "consent_required",
             VendError::Upstream(_) => "upstream_error",
-            VendError::Unavailable(_) => "unavailable",
+            VendError::Unavailable(_) | VendError::Unaudited => "unavailable",
         }
     }
 }
@@ -141,10 +173,13 @@ pub struct Vend {
     refresh_margin_secs: i64,
     connectors: Arc<ConnectorCache>,
     aliases: Arc<AliasCache>,
+    upstreams: Option<crate::service::upstream::Upstreams>,
+    eph: Arc<dyn crate::domain::vault::Ephemeral>,
 }
 
 impl Vend {
     /// Builds the vend service.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         access: Access,
         dir: Arc<dyn Directory>,
@@ -153,8 +188,11 @@ impl Vend {
         clock: Arc<dyn Clock>,
         default_ttl_secs: u64,
         refresh_margin_secs: u64,
+        eph: Arc<dyn crate::domain::vault::Ephemeral>,
     ) -> Self {
         Self {
+            upstreams: None,
+            eph,
             access,
             dir,
             ring,
@@ -167,9 +205,34 @@ impl Vend {
         }
     }
 
+    /// Mints upstream connectors' tokens with `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: crate::service::upstream::Upstreams) -> Self {
+        self.upstreams = Some(upstreams);
+        self
+    }
+
+    /// Whether a stored record can be served for `scopes` now (outside the refresh margin).
+    /// An upstream token's margin is at most half its lifetime: the provider chooses the
+    /// lifetime, and a token shorter than the margin would otherwise be refreshed on every
+    /// vend.
+    fn usable(&self, rec: &TokenRecord, scopes: &[String], now: i64) -> bool {
+        let margin = match &rec.asked {
+            Some(_) => self
+                .refresh_margin_secs
+                .min((rec.expires_at - rec.minted_at) / 2),
+            None => self.refresh_margin_secs,
+        };
+        rec.expires_at - now > margin && rec.asked.as_deref().unwrap_or(&rec.scopes) == scopes
+    }
+
     /// The signer (JWKS, introspection).
     pub fn signer(&self) -> &Arc<Signer> {
         &self.signer
+    }
+
+    /// The vault key ring (sealing upstream secrets).
+    pub fn ring(&self) -> &Arc<KeyRing> {
+        &self.ring
     }
 
     /// Forgets cached connector definitions of an org (after an admin change).
@@ -200,6 +263,12 @@ impl Vend {
     /// Resolves how the gateway named the user to a user id.
     pub async fn resolve_user(&self, org: &OrgId, user: &UserRef) -> Result<UserId, VendError> {
         let (kind, attr, value) = match user {
+            // Ids are server-assigned UUIDs; an empty one, or one with a character the vault
+            // reserves for its keys (`{`, `}`), names no user, rather than failing the vault
+            // look-up (a 503).
+            UserRef::Id(id) if id.is_empty() || id.contains(['{', '}']) => {
+                return Err(VendError::UnknownUser);
+            }
             UserRef::Id(id) => return Ok(UserId::new(id.clone())),
             UserRef::UserName(v) => (1u8, IndexedAttr::UserName, v.to_lowercase()),
             UserRef::Email(v) => (2u8, IndexedAttr::Email, v.to_lowercase()),
@@ -266,16 +335,32 @@ impl Vend {
                 connector: &field,
                 record_version: projection.epoch,
             };
-            let fresh = read
+            let stored = read
                 .sealed
                 .as_deref()
-                .and_then(|sealed| open(&self.ring, sealed, &aad).ok())
-                .filter(|rec| {
-                    rec.expires_at - now > self.refresh_margin_secs
-                        && rec.scopes.as_slice() == scopes
-                });
+                .and_then(|sealed| open(&self.ring, sealed, &aad).ok());
+            let (fresh, stale) = match stored {
+                Some(rec) if self.usable(&rec, scopes, now) => (Some(rec), None),
+                other => (None, other),
+            };
             let (rec, cached) = match fresh {
                 Some(rec) => (rec, true),
+                None if connector.strategy != Strategy::BrokerJwt => {
+                    let miss = upstream::Miss {
+                        req,
+                        connector,
+                        user: &user,
+                        scopes,
+                        field: &field,
+                        epoch: projection.epoch,
+                        stale: stale.filter(|r| r.asked.as_deref().unwrap_or(&r.scopes) == scopes),
+                        early_secs: 0,
+                    };
+                    match self.upstream_token(miss).await? {
+                        upstream::Obtained::Token(rec, cached) => (rec, cached),
+                        upstream::Obtained::Retry => continue,
+                    }
+                }
                 None => {
                     let rec = self.mint(req, connector, &user, scopes, projection.epoch, now)?;
                     let sealed = seal(&self.ring, &rec, &aad);

@@ -1,18 +1,18 @@
-//! What a vend hands out: the JSON body of the 200 response (CONTRACT.md), with the epoch
-//! the token was issued under, and the facts the audit record names. The body's bytes are
-//! shared with the response and wiped when the last copy is dropped.
+//! What a vend hands out: the token with the epoch it was issued under and the facts the
+//! audit record names, shared by every warm vend that serves it; [`TokenResponse`] is the
+//! 200 body (CONTRACT.md) built from borrows of it. The token is wiped when the last copy is
+//! dropped.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use super::super::tokens::TokenRecord;
 
 /// A token as served: its response body and what the audit records about it.
 pub struct Served {
-    /// The JSON body of the 200 response; it carries the token.
-    body: Bytes,
+    /// The token.
+    access_token: Zeroizing<String>,
     /// Expiry, Unix seconds.
     pub expires_at: i64,
     /// Scopes the token carries.
@@ -27,49 +27,32 @@ pub struct Served {
     pub epoch: u64,
 }
 
-/// The 200 body of `POST /internal/v1/token`, serialised straight from borrows.
-#[derive(serde::Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_at: String,
-    scopes: &'a [String],
-    connector: &'a str,
-    user_id: &'a str,
-    epoch: u64,
-}
-
-/// Bytes that are zeroed when the last `Bytes` sharing them is dropped.
-struct Wiped(Vec<u8>);
-
-impl AsRef<[u8]> for Wiped {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Wiped {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
+/// The 200 body of `POST /internal/v1/token` (CONTRACT.md), serialised from borrows.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenResponse<'a> {
+    /// The token.
+    pub access_token: &'a str,
+    /// Always `Bearer`.
+    #[schema(value_type = String, pattern = "^Bearer$")]
+    pub token_type: &'static str,
+    /// Expiry, RFC 3339.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Scopes the token carries.
+    pub scopes: &'a [String],
+    /// The connector it is for.
+    pub connector: &'a str,
+    /// The user it was minted for.
+    pub user_id: &'a str,
+    /// The user's revocation epoch the token was issued under (only grows).
+    pub epoch: u64,
 }
 
 impl Served {
     /// The served form of `rec`, minted for `user_id` on `connector` under `epoch`.
     pub fn new(rec: &TokenRecord, connector: &str, user_id: &str, epoch: u64) -> Self {
-        let body = serde_json::to_vec(&TokenResponse {
-            access_token: &rec.access_token,
-            token_type: "Bearer",
-            expires_at: crate::domain::clock::rfc3339(rec.expires_at * 1000),
-            scopes: &rec.scopes,
-            connector,
-            user_id,
-            epoch,
-        })
-        // Serialising strings and numbers into a Vec cannot fail.
-        .unwrap_or_default();
         Self {
-            body: Bytes::from_owner(Wiped(body)),
+            access_token: Zeroizing::new(rec.access_token.clone()),
             expires_at: rec.expires_at,
             scopes: rec.scopes.clone(),
             connector: connector.to_string(),
@@ -79,9 +62,17 @@ impl Served {
         }
     }
 
-    /// The response body (shared, not copied).
-    pub fn body(&self) -> Bytes {
-        self.body.clone()
+    /// The 200 body.
+    pub fn response(&self) -> TokenResponse<'_> {
+        TokenResponse {
+            access_token: &self.access_token,
+            token_type: "Bearer",
+            expires_at: crate::domain::clock::rfc3339(self.expires_at * 1000),
+            scopes: &self.scopes,
+            connector: &self.connector,
+            user_id: &self.user_id,
+            epoch: self.epoch,
+        }
     }
 }
 
@@ -118,9 +109,10 @@ mod tests {
             scopes: vec!["repo:read".into(), "repo:write".into()],
             jti: "j1".into(),
             minted_at: 1_999_999_000,
+            asked: None,
         };
         let s = Served::new(&rec, "github", "u-1", 1_796_658_584_712_817);
-        let v: serde_json::Value = serde_json::from_slice(&s.body()).unwrap();
+        let v = serde_json::to_value(s.response()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({

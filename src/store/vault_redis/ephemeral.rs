@@ -46,6 +46,33 @@ impl Ephemeral for RedisVault {
         Ok(set.is_some())
     }
 
+    async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, VaultError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(owner).arg("NX").arg("PX").arg(ttl_ms(ttl));
+        let set: Option<String> = self.conn.query(&cmd, self.op_timeout, "eph.lock").await?;
+        Ok(set.is_some())
+    }
+
+    async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, VaultError> {
+        let mut invocation = RENEW.key(key);
+        invocation.arg(owner).arg(ttl_ms(ttl));
+        let n: i64 = self
+            .conn
+            .invoke(&invocation, self.op_timeout, "eph.renew")
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<(), VaultError> {
+        let mut invocation = UNLOCK.key(key);
+        invocation.arg(owner);
+        let _: i64 = self
+            .conn
+            .invoke(&invocation, self.op_timeout, "eph.unlock")
+            .await?;
+        Ok(())
+    }
+
     async fn count(&self, key: &str, ttl: Duration) -> Result<u64, VaultError> {
         // One atomic step on the key's node: a counter created here gets its TTL at once.
         let mut invocation = COUNT.key(key);
@@ -63,6 +90,31 @@ static COUNT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
+",
+    )
+});
+
+/// `KEYS[1]` a lock; `ARGV[1]` the owner, `ARGV[2]` the new TTL in ms: extends it iff the
+/// owner still holds it.
+static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+/// `KEYS[1]` a lock; `ARGV[1]` the owner: deletes it iff the owner still holds it.
+static UNLOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 ",
     )
 });

@@ -84,18 +84,17 @@ async fn vault_key_rotation_reseals_online_and_signing_keys_rotate_with_overlap(
     c.stop().await;
 }
 
-/// The binary's way of serving: several single-threaded runtimes, each given its share of the
-/// connections and its own vault connection. Fresh connections land on every thread; all
-/// serve the one stored token, all see the deactivation, and the vends folded in the audit
-/// writer at shutdown are written before the store closes.
+/// Many fresh connections to one broker: all serve the one stored token, all see the
+/// deactivation, and the vends folded in the audit writer at shutdown are written before the
+/// store closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn io_threads_share_one_port_one_vault_and_the_audit_log() {
+async fn fresh_connections_share_one_vault_and_the_audit_log() {
     let (url, dir) = fresh_database(Backend::Postgres).await;
     let cfg = with_redis(with_github(test_config(&url, &dir)), &redis_url());
-    let s = TestServer::start_threaded(Backend::Postgres, cfg.clone(), 3).await;
+    let s = TestServer::start_with(Backend::Postgres, cfg.clone()).await;
     let (ann, _) = engineer(&s, "ann@acme.example").await;
     let body = json!({"org": "acme", "user": {"id": ann}, "connector": "github"});
-    // A new connection per vend: they are handed to the three threads in turn.
+    // A new connection per vend.
     let vend_fresh = || async {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -117,7 +116,11 @@ async fn io_threads_share_one_port_one_vault_and_the_audit_log() {
         assert_eq!(status, StatusCode::OK, "{body}");
         tokens.insert(body["access_token"].as_str().unwrap().to_string());
     }
-    assert_eq!(tokens.len(), 1, "every thread serves the one stored token");
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every connection is served the one stored token"
+    );
 
     let r = s.okta_deactivate(&ann).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -64,9 +64,7 @@ impl Broker {
     /// retried: no vend connection was ever dropped, and every 503 was a vend whose user's
     /// access kept changing under it (its log says so), never a failure of another kind.
     pub(super) async fn stop(mut self, api: &Api) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
+        crate::support::send_signal(self.child.id(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -1,7 +1,12 @@
 //! `auth-broker keys rotate` re-seals the vault while a process serves under continuous
-//! vending, and refuses (exit 1) when a record names a key the ring lacks.
+//! vending, and refuses (exit 1) when a record names a key the ring lacks; what upstream
+//! connectors seal is in `sealed`. `auth-broker keys rotate-signing` gives a running process
+//! a new signing key without a restart.
 
 use super::*;
+use crate::support::{jwks_kids, kid_of};
+
+mod sealed;
 
 /// One vend of the background load.
 struct Vended {
@@ -52,10 +57,13 @@ fn vend_continuously(
     })
 }
 
-/// Runs `auth-broker keys rotate --config`; returns the exit code and stdout and stderr.
-async fn rotate(config: &Path) -> (Option<i32>, String, String) {
+/// Runs `auth-broker keys <args…> --config <config>` with only the file configuring it;
+/// returns the exit code and stdout and stderr.
+async fn keys_cli(args: &[&str], config: &Path) -> (Option<i32>, String, String) {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(["keys", "rotate", "--config"])
+    cmd.arg("keys")
+        .args(args)
+        .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -66,13 +74,18 @@ async fn rotate(config: &Path) -> (Option<i32>, String, String) {
     }
     let out = tokio::time::timeout(WAIT, cmd.output())
         .await
-        .expect("keys rotate finishes")
+        .expect("the keys command finishes")
         .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `auth-broker keys rotate --config`.
+async fn rotate(config: &Path) -> (Option<i32>, String, String) {
+    keys_cli(&["rotate"], config).await
 }
 
 /// The figures of the rotate summary line (`re-sealed A record(s), B already current, C
@@ -227,5 +240,81 @@ async fn keys_rotate_runs_while_a_process_serves() {
         .await
         .unwrap();
     assert_eq!(kept, bytes, "the unreadable record is left untouched");
+    d.remove().await;
+}
+
+/// `auth-broker keys rotate-signing --org <org> --config`.
+async fn rotate_signing(config: &Path, org: &str) -> (Option<i32>, String, String) {
+    keys_cli(&["rotate-signing", "--org", org], config).await
+}
+
+/// The kids of the org's JWKS at a process.
+async fn published_kids(api: &Api) -> Vec<String> {
+    let (s, jwks) = call(
+        api.http
+            .get(format!("{}/orgs/{}/jwks.json", api.base, api.org)),
+    )
+    .await;
+    assert_eq!(s, 200, "{jwks}");
+    jwks_kids(&jwks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_signing_gives_a_running_process_a_key_that_signs_after_the_lead() {
+    let d = Deployment::new().await;
+    let cfg = d.config("signing", &["k1"], "k1");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[broker]\n",
+        "[broker]\nsigning_key_publish_lead_secs = 3\nsigning_key_poll_interval_ms = 200\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let p = Broker::start(&cfg, &d.dir, "signing").await;
+    let api = Api::new(&d, &p);
+    let ann = api.engineer("ann@signing.example").await;
+    let before = api.token(&ann, "github").await;
+    let old = published_kids(&api).await;
+    assert_eq!(old, [kid_of(&before)]);
+
+    let (code, out, err) = rotate_signing(&cfg, &d.org).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let new = out
+        .split_whitespace()
+        .skip_while(|w| *w != "key")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no new kid in {out:?}"))
+        .to_string();
+    assert!(
+        out.contains("publishes it at its next reload, and it signs from"),
+        "{out}"
+    );
+    // The running process publishes it within a reload, and goes on signing with the old key
+    // until the lead has passed.
+    let published = crate::upstream::eventually(Duration::from_secs(2), || async {
+        published_kids(&api).await.contains(&new)
+    })
+    .await;
+    assert!(published, "{:?}", published_kids(&api).await);
+    assert_eq!(kid_of(&api.token(&ann, "jira").await), old[0], "too early");
+    let (code, out, _) = rotate_signing(&cfg, &d.org).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("under way") && out.contains(&new), "{out}");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        kid_of(&api.token(&ann, "jira").await),
+        new,
+        "signs after the lead"
+    );
+    let kids = published_kids(&api).await;
+    assert!(kids.contains(&old[0]) && kids.contains(&new), "{kids:?}");
+    assert!(
+        api.active(&before).await,
+        "tokens of the old key still verify"
+    );
+
+    let (code, _, err) = rotate_signing(&cfg, "no-such-org").await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no org no-such-org"), "{err}");
+    p.stop(&api).await;
     d.remove().await;
 }

@@ -68,6 +68,51 @@ async fn ephemeral_conformance(e: Arc<dyn auth_broker::domain::vault::Ephemeral>
         e.claim(&k("short-claim"), ttl).await.unwrap(),
         "an expired claim can be made again"
     );
+
+    // Locks with an owner token: one holder among twenty, only the holder renews or releases,
+    // and a lapsed lock is free for the next owner while the old one can no longer renew.
+    let lockers: Vec<_> = (0..20)
+        .map(|i| {
+            let (e, key) = (e.clone(), k("lock"));
+            tokio::spawn(async move { (i, e.lock(&key, &format!("o{i}"), ttl).await.unwrap()) })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for l in lockers {
+        let (i, got) = l.await.unwrap();
+        if got {
+            holders.push(format!("o{i}"));
+        }
+    }
+    assert_eq!(holders.len(), 1, "one holder: {holders:?}");
+    let holder = &holders[0];
+    assert!(!e.renew(&k("lock"), "intruder", ttl).await.unwrap());
+    e.unlock(&k("lock"), "intruder").await.unwrap();
+    assert!(
+        !e.lock(&k("lock"), "intruder", ttl).await.unwrap(),
+        "not released by another"
+    );
+    assert!(e.renew(&k("lock"), holder, ttl).await.unwrap());
+    e.unlock(&k("lock"), holder).await.unwrap();
+    assert!(
+        e.lock(&k("lock"), "next", Duration::from_millis(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        e.renew(&k("lock"), "next", Duration::from_millis(60))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !e.renew(&k("lock"), "next", ttl).await.unwrap(),
+        "a lapsed lock is not renewed"
+    );
+    assert!(
+        e.lock(&k("lock"), "after", ttl).await.unwrap(),
+        "a lapsed lock is free"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

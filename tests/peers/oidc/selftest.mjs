@@ -2,16 +2,18 @@
 //   node tests/peers/oidc/selftest.mjs     (exit 0 = all checks passed)
 //
 // Starts provider.mjs, then drives it like a test HTTP client would: fetch
-// with manual redirects and a small path-aware cookie jar.
+// with manual redirects and a small path-aware cookie jar. The helpers shared
+// with upstream-selftest.mjs are in selftest-common.mjs.
 
-import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
-import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 
+import {
+  CookieJar, REDIRECT, b64u, check, finish, follow, postJson, startPeer,
+} from './selftest-common.mjs';
+
 const providerPath = fileURLToPath(new URL('./provider.mjs', import.meta.url));
-const REDIRECT = 'http://127.0.0.1:9/cb';
 const CLIENTS = [
   { client_id: 'rp', client_secret: 'rp-secret', redirect_uris: [REDIRECT] },
   { client_id: 'rp-rs', client_secret: 'rp-rs-secret', redirect_uris: [REDIRECT], id_token_signed_response_alg: 'RS256' },
@@ -21,89 +23,7 @@ const ACCOUNTS = {
   u2: { email: 'bob@acme.example', email_verified: false, name: 'Bob', groups: ['Sales', 'Ops'] },
 };
 
-let passed = 0;
-let failed = 0;
-function check(name, condition, detail) {
-  if (condition) {
-    passed += 1;
-    console.log(`ok   - ${name}`);
-  } else {
-    failed += 1;
-    console.log(`FAIL - ${name}${detail === undefined ? '' : `: ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`}`);
-  }
-}
-
-// ------------------------------------------------------------ cookie jar ---
-class CookieJar {
-  #cookies = new Map(); // `${name};${path}` -> { name, value, path }
-
-  store(url, response) {
-    for (const line of response.headers.getSetCookie()) {
-      const [pair, ...attrs] = line.split(';').map((s) => s.trim());
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq);
-      const value = pair.slice(eq + 1);
-      let path = '/';
-      let expired = value === '';
-      for (const attr of attrs) {
-        const [k, v = ''] = attr.split('=');
-        if (k.toLowerCase() === 'path') path = v;
-        if (k.toLowerCase() === 'expires' && Date.parse(v) <= Date.now()) expired = true;
-        if (k.toLowerCase() === 'max-age' && Number(v) <= 0) expired = true;
-        if (k.toLowerCase() === 'secure' && new URL(url).protocol === 'http:') {
-          throw new Error(`cookie ${name} is Secure on plain http`);
-        }
-      }
-      const key = `${name};${path}`;
-      if (expired) this.#cookies.delete(key);
-      else this.#cookies.set(key, { name, value, path });
-    }
-  }
-
-  header(url) {
-    const { pathname } = new URL(url);
-    return [...this.#cookies.values()]
-      .filter((c) => pathname === c.path || pathname.startsWith(c.path.endsWith('/') ? c.path : `${c.path}/`))
-      .map((c) => `${c.name}=${c.value}`)
-      .join('; ');
-  }
-
-  names() {
-    return [...this.#cookies.values()].map((c) => `${c.name}@${c.path}`);
-  }
-}
-
-async function get(jar, url) {
-  const headers = {};
-  const cookie = jar.header(url);
-  if (cookie) headers.cookie = cookie;
-  const res = await fetch(url, { redirect: 'manual', headers });
-  jar.store(url, res);
-  return res;
-}
-
-// Follow redirects until one points at the client's redirect_uri (never
-// fetched) or a non-redirect response arrives.
-async function follow(jar, url, { stopAt } = {}) {
-  const hops = [];
-  let current = url;
-  for (let i = 0; i < 20; i += 1) {
-    const res = await get(jar, current);
-    hops.push(`${res.status} ${new URL(current).pathname}`);
-    const location = res.headers.get('location');
-    if (res.status < 300 || res.status >= 400 || !location) {
-      return { final: res, hops, url: current, body: await res.text() };
-    }
-    const next = new URL(location, current).href;
-    await res.arrayBuffer();
-    if (next.startsWith(REDIRECT) || (stopAt && stopAt(next))) return { redirect: new URL(next), hops };
-    current = next;
-  }
-  throw new Error('too many redirects');
-}
-
 // -------------------------------------------------------------- helpers ---
-const b64u = (buf) => Buffer.from(buf).toString('base64url');
 const decodePayload = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
 
 function authUrl(disco, clientId, { pkce = true, loginHint, scope = 'openid email profile groups' } = {}) {
@@ -136,11 +56,6 @@ async function token(disco, client, code, verifier, method = 'basic') {
     body.set('client_secret', client.client_secret);
   }
   const res = await fetch(disco.token_endpoint, { method: 'POST', headers, body });
-  return { status: res.status, json: await res.json() };
-}
-
-async function post(url, body) {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return { status: res.status, json: await res.json() };
 }
 
@@ -182,34 +97,14 @@ async function login(disco, jar, client, { loginHint, tokenAuth = 'basic', label
 }
 
 // ----------------------------------------------------------------- main ---
-const child = spawn(process.execPath, [providerPath], {
-  env: {
-    ...process.env,
-    OP_PORT: '0',
-    OP_CLIENTS: JSON.stringify(CLIENTS),
-    OP_ACCOUNTS: JSON.stringify(ACCOUNTS),
-  },
-  stdio: ['ignore', 'pipe', 'pipe'],
-});
-let stdout = '';
-let stderr = '';
-child.stdout.on('data', (d) => { stdout += d; });
-child.stderr.on('data', (d) => { stderr += d; });
-const exited = once(child, 'exit');
+const peer = startPeer(providerPath, {
+  OP_PORT: '0',
+  OP_CLIENTS: JSON.stringify(CLIENTS),
+  OP_ACCOUNTS: JSON.stringify(ACCOUNTS),
+}, 'provider');
 
 try {
-  const deadline = Date.now() + 15_000;
-  while (!stdout.includes('\n')) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`provider did not become ready\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  const readyLine = stdout.split('\n')[0];
-  const ready = JSON.parse(readyLine);
-  const { issuer } = ready;
-  check('ready line shape', readyLine === JSON.stringify({ ready: true, issuer }) && /^http:\/\/127\.0\.0\.1:\d+$/.test(issuer), readyLine);
-
-  const health = await fetch(`${issuer}/_test/health`);
-  check('GET /_test/health is 200', health.status === 200);
+  const issuer = await peer.ready();
 
   const disco = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
   check('discovery issuer', disco.issuer === issuer, disco.issuer);
@@ -237,9 +132,9 @@ try {
   }
 
   // Flow 1: account from POST /_test/next-login, client_secret_basic, ES256.
-  const nl = await post(`${issuer}/_test/next-login`, { sub: 'u1' });
+  const nl = await postJson(`${issuer}/_test/next-login`, { sub: 'u1' });
   check('POST /_test/next-login', nl.status === 200, nl);
-  const badNl = await post(`${issuer}/_test/next-login`, { sub: 'nobody' });
+  const badNl = await postJson(`${issuer}/_test/next-login`, { sub: 'nobody' });
   check('POST /_test/next-login unknown sub -> 400', badNl.status === 400, badNl);
   const jar1 = new CookieJar();
   const t1 = await login(disco, jar1, rp, { label: 'flow1' });
@@ -271,7 +166,7 @@ try {
   check('rs256/post: groups', JSON.stringify(t2?.claims.groups) === '["Sales","Ops"]', t2?.claims);
 
   // Rotation.
-  const rot = await post(`${issuer}/_test/rotate-keys`, {});
+  const rot = await postJson(`${issuer}/_test/rotate-keys`, {});
   check('POST /_test/rotate-keys returns new kid', rot.status === 200 && typeof rot.json.kid === 'string' && rot.json.kid !== t1?.header.kid, rot);
   const keys2 = await jwks(disco);
   check('new kid published', keys2.some((k) => k.kid === rot.json.kid));
@@ -296,7 +191,7 @@ try {
     const first = await follow(jar, req.url, { stopAt: (u) => new URL(u).pathname.startsWith('/interaction/') });
     const interactionUrl = first.redirect?.href;
     check('in-flight: stopped at interaction URL', !!interactionUrl && interactionUrl.includes('/interaction/'), first);
-    const rot2 = await post(`${issuer}/_test/rotate-keys`, {});
+    const rot2 = await postJson(`${issuer}/_test/rotate-keys`, {});
     const rest = await follow(jar, interactionUrl);
     const code = rest.redirect?.searchParams.get('code');
     check('in-flight: interaction survives rotation', !!code, rest);
@@ -310,7 +205,7 @@ try {
     const jar = new CookieJar();
     const req = authUrl(disco, rp.client_id, { loginHint: 'u1' });
     const flow = await follow(jar, req.url);
-    const rot3 = await post(`${issuer}/_test/rotate-keys`, { keep_old: false });
+    const rot3 = await postJson(`${issuer}/_test/rotate-keys`, { keep_old: false });
     const tok = await token(disco, rp, flow.redirect.searchParams.get('code'), req.verifier);
     const kid = tok.json.id_token && decodeProtectedHeader(tok.json.id_token).kid;
     check('code minted before rotation redeems after it, signed with new kid', tok.status === 200 && kid === rot3.json.kid, tok);
@@ -320,11 +215,6 @@ try {
 } catch (err) {
   check('selftest ran without exceptions', false, err.stack ?? String(err));
 } finally {
-  child.kill('SIGTERM');
-  const [code, signal] = await exited;
-  check('provider exits 0 on SIGTERM', code === 0, { code, signal });
-  check('stdout holds exactly the ready line', stdout.split('\n').filter(Boolean).length === 1, stdout);
-  if (failed || process.env.SELFTEST_VERBOSE) console.log(`--- provider stderr ---\n${stderr}`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exitCode = failed ? 1 : 0;
+  await peer.stop();
+  finish(peer);
 }
