@@ -180,6 +180,7 @@ pub async fn prepare(
         bus: bus.clone(),
         clock: clock.clone(),
         public_url: config.public_url(bound),
+        idps: idp_clients(config)?,
     });
     let access = service::access::Access::new(
         directory.clone(),
@@ -274,6 +275,7 @@ pub async fn prepare(
             audit: audit.clone(),
             clock: clock.clone(),
             public_url: config.public_url(bound),
+            idp_grants: Some(Arc::new(upstreams.clone())),
         },
     )?;
     let state = AppState::new(http::AppInner {
@@ -522,4 +524,29 @@ pub async fn rotate_signing_keys(
     let out = keys::rotate_signing(&store, &ring, &orgs, policy, now).await;
     store.close().await;
     out
+}
+
+/// Each org's IdP as a token endpoint client: the OIDC sign-in's client, for connectors whose
+/// ID-JAGs come from the IdP (`id_jag_source = "idp_exchange"`) and to revoke the refresh
+/// tokens sign-in kept.
+fn idp_clients(
+    config: &Config,
+) -> anyhow::Result<std::collections::HashMap<String, service::upstream::IdpClient>> {
+    let mut out = std::collections::HashMap::new();
+    for (id, org) in &config.orgs {
+        let Some(o) = org.sign_in.as_ref().and_then(|s| s.oidc.as_ref()) else {
+            continue;
+        };
+        let secret = config::read_secret(&o.client_secret_env, &o.client_secret_file)
+            .map_err(|e| anyhow::anyhow!("orgs.{id}.sign_in.oidc client secret: {e}"))?;
+        out.insert(
+            id.clone(),
+            service::upstream::IdpClient::new(
+                &o.issuer,
+                &o.client_id,
+                secrecy::SecretString::from(secret),
+            ),
+        );
+    }
+    Ok(out)
 }

@@ -286,3 +286,22 @@ fn broker_issuer_is_the_base_of_the_org_issuers() {
         );
     }
 }
+
+#[test]
+fn idp_exchange_needs_oidc_sign_in_in_the_same_org() {
+    let connector = "[orgs.acme.connectors.jag]\nstrategy = \"id_jag\"\naudience = \"https://a.example\"\n\
+        [orgs.acme.connectors.jag.upstream]\nissuer = \"https://as.example\"\nclient_id = \"c\"\n\
+        client_secret_env = \"S\"\nid_jag_source = \"idp_exchange\"\n";
+    let key = "orgs.acme.connectors.jag.upstream.id_jag_source";
+    let p = sign_in_problems(connector);
+    assert!(p.iter().any(|p| p.key == key), "{p:?}");
+    let oidc = "[orgs.acme.sign_in.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"c\"\nclient_secret_env = \"X\"\n";
+    let p = sign_in_problems(&format!("{oidc}{connector}"));
+    assert!(!p.iter().any(|p| p.key == key), "{p:?}");
+    // Only id_jag connectors take their assertion from the IdP.
+    let p = sign_in_problems(&format!(
+        "{oidc}{}",
+        connector.replace("\"id_jag\"", "\"token_exchange\"")
+    ));
+    assert!(p.iter().any(|p| p.key == key), "{p:?}");
+}

@@ -222,6 +222,16 @@ impl Config {
                     out.push(problem(format!("{key}.audience"), "must not be empty"));
                 }
                 out.extend(upstream_problems(&key, c));
+                let from_idp = c.upstream.as_ref().is_some_and(|u| {
+                    u.id_jag_source == crate::domain::upstream::IdJagSource::IdpExchange
+                });
+                if from_idp && org.sign_in.as_ref().and_then(|s| s.oidc.as_ref()).is_none() {
+                    out.push(problem(
+                        format!("{key}.upstream.id_jag_source"),
+                        "idp_exchange needs the org to sign in with OIDC (sign_in.oidc): the \
+                         ID-JAG comes from that IdP",
+                    ));
+                }
             }
             for (i, g) in org.grants.iter().enumerate() {
                 let key = format!("{base}.grants[{i}]");

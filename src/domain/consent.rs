@@ -15,6 +15,25 @@ use serde::{Deserialize, Serialize};
 use super::clock::Millis;
 use super::{OrgId, StoreError, UserId};
 
+/// The grant key of a person's refresh token at the org's own IdP (OIDC sign-in with
+/// `offline_access`), kept for connectors whose ID-JAGs come from the IdP
+/// (`id_jag_source = "idp_exchange"`). Never a connector id (those are `a-z 0-9 - _`).
+pub const IDP_GRANT: &str = "~idp";
+
+/// Keeps the refresh token an OIDC sign-in returned, as the person's [`IDP_GRANT`].
+#[async_trait]
+pub trait IdpGrants: Send + Sync {
+    /// Stores `refresh_token` (granted `scopes`) as the user's IdP grant, replacing any
+    /// earlier one.
+    async fn keep_idp_grant(
+        &self,
+        org: &OrgId,
+        user: &UserId,
+        refresh_token: &secrecy::SecretString,
+        scopes: &[String],
+    ) -> Result<(), StoreError>;
+}
+
 /// Whether a stored grant still works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -505,12 +505,10 @@ impl Upstream {
                 "is required for id_jag: it is the `aud` of the ID-JAG".into(),
             ));
         }
-        if strategy == Strategy::IdJag && self.id_jag_source == IdJagSource::IdpExchange {
+        if strategy != Strategy::IdJag && self.id_jag_source == IdJagSource::IdpExchange {
             out.push((
                 "id_jag_source",
-                "idp_exchange is not available in this version of the broker; use broker \
-                 (the upstream trusts the org's issuer)"
-                    .into(),
+                "idp_exchange is only for id_jag connectors".into(),
             ));
         }
         if strategy == Strategy::TokenExchange && self.issuer.is_none() {

@@ -193,7 +193,7 @@ pub(crate) async fn create_connector(
 
 #[utoipa::path(put, path = "/admin/v1/orgs/{org}/connectors/{id}", tag = "admin",
     params(("org" = String, Path, description = "The org"), ("id" = String, Path, description = "The connector, grant, gateway key or user id")), request_body = ConnectorInput,
-    responses((status = 200, description = "Replaced; users who lost access are revoked", body = Connector), AuthErrors, InputErrors, NotFound),
+    responses((status = 200, description = "Replaced; users who lost access are revoked", body = Connector), AuthErrors, InputErrors, NotFound, Conflict),
     security(("admin_key" = [])))]
 pub(crate) async fn put_connector(
     State(s): State<AppState>,

@@ -39,6 +39,7 @@ use crate::config::{Config, SignInConfig};
 use crate::crypto::seal::KeyRing;
 use crate::domain::audit::AuditEntry;
 use crate::domain::clock::Clock;
+use crate::domain::consent::IdpGrants;
 use crate::domain::ports::{Directory, Identities};
 use crate::domain::vault::Ephemeral;
 use crate::domain::{OrgId, UserId};
@@ -74,6 +75,7 @@ pub struct SignIn {
     audit: AuditSink,
     clock: Arc<dyn Clock>,
     public_url: String,
+    idp_grants: Option<Arc<dyn IdpGrants>>,
     /// Sign-ins an org may have started within one login lifetime (`LOGIN_TTL`).
     max_pending_logins: u64,
 }
@@ -98,6 +100,8 @@ pub struct SignInParts {
     pub clock: Arc<dyn Clock>,
     /// The broker's public base URL.
     pub public_url: String,
+    /// Keeps the refresh token an OIDC sign-in returns (`idp_exchange` connectors).
+    pub idp_grants: Option<Arc<dyn IdpGrants>>,
 }
 
 impl SignIn {
@@ -148,6 +152,7 @@ impl SignIn {
             audit: parts.audit,
             clock: parts.clock,
             public_url: parts.public_url,
+            idp_grants: parts.idp_grants,
             max_pending_logins: config.server.max_pending_logins,
         })
     }
@@ -445,10 +450,21 @@ impl SignIn {
             .as_deref()
             .filter(|c| !c.is_empty())
             .ok_or_else(|| SignInError::InvalidState("the response has no code".into()))?;
-        let identity = oidc
+        let (identity, refresh_token) = oidc
             .complete(code, &login.pkce_verifier, &login.nonce)
             .await?;
         let user = self.admit(org, o, &identity).await?;
+        if let (Some(rt), Some(keeper)) = (refresh_token, &self.idp_grants) {
+            // Kept for connectors whose ID-JAGs come from the IdP. Without it the person
+            // signs in all the same; those connectors answer 409 until a sign-in keeps one.
+            let scopes = oidc.scopes();
+            if let Err(e) = keeper
+                .keep_idp_grant(&OrgId::new(org), &user, &rt, &scopes)
+                .await
+            {
+                tracing::warn!(org, error = %e, "the IdP's refresh token was not kept");
+            }
+        }
         Ok((user, identity, login.return_to))
     }
 

@@ -17,7 +17,7 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, IssuerUrl, Nonce,
-    PkceCodeVerifier, RedirectUrl, SignatureVerificationError, TokenResponse,
+    OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, SignatureVerificationError, TokenResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -153,6 +153,11 @@ impl OidcProvider {
         Ok(url.to_string())
     }
 
+    /// The scopes sign-in asks for (as configured).
+    pub fn scopes(&self) -> Vec<String> {
+        self.cfg.scopes.clone()
+    }
+
     /// Whether the provider says it sends `iss` in authorization responses (RFC 9207).
     pub async fn sends_iss(&self) -> Result<bool, SignInError> {
         let metadata = self.metadata().await?;
@@ -160,13 +165,14 @@ impl OidcProvider {
         Ok(v["authorization_response_iss_parameter_supported"] == Value::Bool(true))
     }
 
-    /// Exchanges the code and validates the ID token.
+    /// Exchanges the code and validates the ID token; also the refresh token the provider
+    /// returned, if any (it does when the scopes ask for `offline_access`).
     pub async fn complete(
         &self,
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
-    ) -> Result<Identity, SignInError> {
+    ) -> Result<(Identity, Option<SecretString>), SignInError> {
         let metadata = self.metadata().await?;
         let client = CoreClient::from_provider_metadata(
             metadata.clone(),
@@ -191,13 +197,17 @@ impl OidcProvider {
             })?
             .clone();
         let jwks = metadata.jwks().clone();
-        match self.verify(&id_token, jwks, nonce) {
+        let identity = match self.verify(&id_token, jwks, nonce) {
             Err(SignInError::UnknownKey) => {
                 let jwks = self.refresh_jwks(&metadata).await?;
                 self.verify(&id_token, jwks, nonce)
             }
             other => other,
-        }
+        }?;
+        let refresh_token = response
+            .refresh_token()
+            .map(|t| SecretString::from(t.secret().to_string()));
+        Ok((identity, refresh_token))
     }
 
     /// Fetches the JWKS again, at most once per `jwks_min_refresh_secs`.

@@ -226,6 +226,18 @@ impl Admin {
         c: Connector,
         create: bool,
     ) -> Result<Connector, AdminError> {
+        let from_idp = c
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.id_jag_source == crate::domain::upstream::IdJagSource::IdpExchange);
+        if from_idp && !self.vend.upstreams().is_some_and(|up| up.has_idp(org)) {
+            // Valid input that this org's configuration cannot serve (yet): a conflict.
+            return Err(AdminError::Conflict(
+                "upstream.id_jag_source: idp_exchange needs the org to sign in with OIDC \
+                 (orgs.<id>.sign_in.oidc): the ID-JAG comes from that IdP"
+                    .into(),
+            ));
+        }
         let exists = self
             .policy
             .connectors(org)

@@ -67,6 +67,8 @@ pub enum TokenGrant<'a> {
         audience: Option<&'a str>,
         /// Scopes asked for.
         scopes: Option<&'a [String]>,
+        /// RFC 8707 resource of the target, when the exchange names one.
+        resource: Option<&'a str>,
     },
 }
 
@@ -122,6 +124,7 @@ impl TokenGrant<'_> {
                 requested_token_type,
                 audience,
                 scopes,
+                resource,
             } => {
                 put("grant_type", GRANT_TOKEN_EXCHANGE);
                 put("subject_token", subject_token);
@@ -131,6 +134,9 @@ impl TokenGrant<'_> {
                 }
                 if let Some(a) = audience {
                     put("audience", a);
+                }
+                if let Some(r) = resource {
+                    put("resource", r);
                 }
                 scopes
             }
@@ -272,6 +278,8 @@ pub struct TokenSet {
     pub token_type: String,
     /// RFC 8693 `issued_token_type`.
     pub issued_token_type: Option<String>,
+    /// An OpenID Connect ID token (an IdP's answer to a refresh).
+    pub id_token: Option<SecretString>,
 }
 
 /// Seconds from a JSON number or a string of digits.
@@ -331,6 +339,7 @@ pub(super) fn read_token(
         scope: v.get("scope").and_then(split_scopes),
         token_type: text("token_type").unwrap_or("Bearer").to_string(),
         issued_token_type: text("issued_token_type").map(str::to_string),
+        id_token: text("id_token").map(SecretString::from),
     })
 }
 

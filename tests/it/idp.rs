@@ -113,19 +113,26 @@ pub struct RealIdp {
 impl RealIdp {
     /// Starts it with one confidential client redirecting to `redirect_uri`.
     pub async fn start(redirect_uri: &str, secret: &str, accounts: Value) -> Self {
+        let clients = json!([{
+            "client_id": CLIENT_ID, "client_secret": secret, "redirect_uris": [redirect_uri],
+        }]);
+        Self::start_with(0, clients, accounts, json!({})).await
+    }
+
+    /// Starts it on `port` (0: any) with `clients` and `accounts`, issuing ID-JAGs by token
+    /// exchange for the `audiences` (`{"<AS issuer>": {"client_id": …}}`).
+    pub async fn start_with(port: u16, clients: Value, accounts: Value, audiences: Value) -> Self {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "the OIDC test peer is not installed: run `npm ci --prefix tests/peers/oidc`"
         );
-        let clients = json!([{
-            "client_id": CLIENT_ID, "client_secret": secret, "redirect_uris": [redirect_uri],
-        }]);
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("provider.mjs"))
-            .env("OP_PORT", "0")
+            .env("OP_PORT", port.to_string())
             .env("OP_CLIENTS", clients.to_string())
             .env("OP_ACCOUNTS", accounts.to_string())
+            .env("OP_ID_JAG_AUDIENCES", audiences.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -17,6 +17,7 @@ use crate::support::{
 
 mod consent;
 mod faults;
+mod idp_exchange;
 mod offboarding;
 pub mod peer;
 mod strategies;

@@ -80,7 +80,8 @@ fn connector_rules(schema: &mut Value) {
         // The issuer is the `aud` of the assertions the broker signs.
         {"if": {"properties": {"strategy": {"enum": ["id_jag", "token_exchange"]}}},
          "then": upstream(given("issuer"))},
-        {"if": {"properties": {"strategy": {"const": "id_jag"}}},
+        // Only an ID-JAG can come from the IdP (409 when the org does not sign in with OIDC).
+        {"if": {"properties": {"strategy": {"enum": ["token_exchange", "authorization_code"]}}},
          "then": upstream(json!({"properties": {"id_jag_source": {"const": "broker"}}}))},
         // Consent needs an authorization endpoint: a preset's, discovered, or given.
         {"if": {"properties": {"strategy": {"const": "authorization_code"}}},

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Access, AccessError, field_connector};
 use crate::domain::audit::AuditEntry;
+use crate::domain::consent::IDP_GRANT;
 use crate::domain::vault::{BusEvent, Projection};
 use crate::domain::{OrgId, UserId};
 
@@ -79,7 +80,12 @@ impl Access {
             .await?
             .into_iter()
             .map(|(connector, _)| connector)
-            .filter(|c| !usable.contains_key(c))
+            // The IdP grant serves every idp_exchange connector: it outlives its access only
+            // when nothing is usable (an inactive or locked user, or no entitlement left).
+            .filter(|c| match c.as_str() {
+                IDP_GRANT => usable.is_empty(),
+                c => !usable.contains_key(c),
+            })
             .collect();
         if stale.is_empty() {
             return Ok(());

@@ -16,7 +16,7 @@ use sha2::Digest;
 
 use super::{MintError, MintRequest, Upstreams};
 use crate::domain::connector::{Connector, Strategy};
-use crate::domain::consent::GrantStatus;
+use crate::domain::consent::{GrantStatus, IDP_GRANT};
 use crate::domain::{OrgId, UserId};
 use crate::upstream::{AuthorizationRequest, TokenGrant, UpstreamError};
 
@@ -136,6 +136,13 @@ impl Upstreams {
     ) -> Result<String, ConsentError> {
         let u = match (&c.strategy, &c.upstream) {
             (Strategy::AuthorizationCode, Some(u)) if c.enabled => u,
+            // Its grant is the IdP's: connecting is signing in again (which keeps one).
+            (Strategy::IdJag, Some(u)) if c.enabled && from_idp(u) => {
+                return Ok(format!(
+                    "{}/auth/{org}/login?return_to=/auth/{org}/me",
+                    self.public_url
+                ));
+            }
             _ => return Err(ConsentError::NotConsentable),
         };
         let ep = self.client.endpoints(u).await?;
@@ -299,16 +306,20 @@ impl Upstreams {
         Ok(connectors
             .iter()
             .map(|c| {
-                let status = if c.strategy != Strategy::AuthorizationCode {
-                    ConsentStatus::NotNeeded
-                } else {
-                    match grants.iter().find(|(id, _)| *id == c.id) {
+                let grant_key = match (&c.strategy, &c.upstream) {
+                    (Strategy::AuthorizationCode, _) => Some(c.id.as_str()),
+                    (Strategy::IdJag, Some(u)) if from_idp(u) => Some(IDP_GRANT),
+                    _ => None,
+                };
+                let status = match grant_key {
+                    None => ConsentStatus::NotNeeded,
+                    Some(key) => match grants.iter().find(|(id, _)| id == key) {
                         None => ConsentStatus::NeedsConsent,
                         Some((_, g)) if g.status == GrantStatus::NeedsReconsent => {
                             ConsentStatus::NeedsReconsent
                         }
                         Some(_) => ConsentStatus::Connected,
-                    }
+                    },
                 };
                 ConsentView {
                     connector: c.id.clone(),
@@ -324,4 +335,9 @@ impl Upstreams {
             })
             .collect())
     }
+}
+
+/// Whether an `id_jag` upstream takes its ID-JAGs from the org's IdP.
+fn from_idp(u: &crate::domain::upstream::Upstream) -> bool {
+    u.id_jag_source == crate::domain::upstream::IdJagSource::IdpExchange
 }

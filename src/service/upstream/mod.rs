@@ -16,11 +16,13 @@
 //! revocation upstream rather than left alive.
 
 mod consent;
+mod idp;
 mod outbox;
 mod refresh;
 pub mod secrets;
 
 pub use consent::{ConsentError, ConsentStatus, ConsentView};
+pub use idp::IdpClient;
 pub use outbox::RevocationWorker;
 
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use super::tokens::{Signer, TokenRecord};
 use crate::crypto::seal::KeyRing;
 use crate::domain::clock::Clock;
 use crate::domain::connector::{Connector, Strategy};
-use crate::domain::consent::{Consents, RevocationItem, TokenKind};
+use crate::domain::consent::{Consents, IDP_GRANT, RevocationItem, TokenKind};
 use crate::domain::upstream::{ClientAuth, IdJagSource, Upstream};
 use crate::domain::vault::EventBus;
 use crate::domain::{OrgId, StoreError, UserId};
@@ -108,6 +110,7 @@ pub struct Upstreams {
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     public_url: Arc<str>,
+    idps: Arc<std::collections::HashMap<String, IdpClient>>,
     counters: Arc<UpstreamCounters>,
 }
 
@@ -129,6 +132,8 @@ pub struct UpstreamParts {
     pub clock: Arc<dyn Clock>,
     /// Where people reach the broker (redirect URIs, consent URLs).
     pub public_url: String,
+    /// Each org's IdP as a token endpoint client (orgs with OIDC sign-in), by org id.
+    pub idps: std::collections::HashMap<String, IdpClient>,
 }
 
 impl Upstreams {
@@ -143,6 +148,7 @@ impl Upstreams {
             bus: p.bus,
             clock: p.clock,
             public_url: p.public_url.trim_end_matches('/').into(),
+            idps: Arc::new(p.idps),
             counters: Arc::default(),
         }
     }
@@ -155,6 +161,11 @@ impl Upstreams {
     /// Where a person consents to a connector (the 409's `consent_url`).
     pub fn consent_url(&self, org: &OrgId, connector: &str) -> String {
         format!("{}/auth/{org}/connect/{connector}", self.public_url)
+    }
+
+    /// Whether the org's IdP can issue ID-JAGs to the broker (the org signs in with OIDC).
+    pub fn has_idp(&self, org: &OrgId) -> bool {
+        self.idps.contains_key(org.as_str())
     }
 
     /// The grants and outbox store.
@@ -198,11 +209,15 @@ impl Upstreams {
         let u = upstream_of(req.connector)?;
         let ep = self.client.endpoints(u).await?;
         match req.connector.strategy {
-            Strategy::AuthorizationCode => self.refresh(req, u, &ep).await,
+            Strategy::AuthorizationCode => {
+                let set = self.refresh(req, u, &ep).await?;
+                Ok(self.record(req, u, &set))
+            }
             Strategy::TokenExchange => match self.refresh(req, u, &ep).await {
+                Ok(set) => Ok(self.record(req, u, &set)),
                 // No grant yet, or a dead one: a new exchange needs nobody's consent.
                 Err(MintError::ConsentRequired) => self.exchange(req, u, &ep).await,
-                other => other,
+                Err(e) => Err(e),
             },
             Strategy::IdJag => self.id_jag(req, u, &ep).await,
             Strategy::BrokerJwt => Err(MintError::Config(
@@ -218,20 +233,26 @@ impl Upstreams {
         u: &Upstream,
         ep: &Endpoints,
     ) -> Result<TokenRecord, MintError> {
-        if u.id_jag_source == IdJagSource::IdpExchange {
-            return Err(MintError::Config(
-                "id_jag_source idp_exchange is not available in this version".into(),
-            ));
-        }
-        let mut claims = IdJagClaims {
-            jwt: self.about_user(req, ep)?,
-            client_id: u.client_id.clone(),
-            scope: None,
-            resource: None,
+        let assertion = match u.id_jag_source {
+            IdJagSource::Broker => {
+                let mut claims = IdJagClaims {
+                    jwt: self.about_user(req, ep)?,
+                    client_id: u.client_id.clone(),
+                    scope: None,
+                    resource: None,
+                };
+                claims.scope = (!req.scopes.is_empty()).then(|| req.scopes.join(" "));
+                claims.resource = u.resource.clone();
+                SecretString::from(self.sign(req.org, crate::upstream::ID_JAG_TYP, &claims)?)
+            }
+            IdJagSource::IdpExchange => {
+                let aud = ep
+                    .issuer
+                    .as_deref()
+                    .ok_or_else(|| MintError::Config("the upstream has no issuer".into()))?;
+                self.id_jag_from_idp(req, u, aud).await?
+            }
         };
-        claims.scope = (!req.scopes.is_empty()).then(|| req.scopes.join(" "));
-        claims.resource = u.resource.clone();
-        let assertion = self.sign(req.org, crate::upstream::ID_JAG_TYP, &claims)?;
         let set = self
             .token(
                 req.org,
@@ -239,7 +260,7 @@ impl Upstreams {
                 u,
                 ep,
                 TokenGrant::JwtBearer {
-                    assertion: &assertion,
+                    assertion: assertion.expose_secret(),
                     scopes: Some(req.scopes),
                 },
             )
@@ -278,6 +299,7 @@ impl Upstreams {
                     requested_token_type: Some(crate::upstream::TOKEN_TYPE_ACCESS_TOKEN),
                     audience: None,
                     scopes: Some(req.scopes),
+                    resource: None,
                 },
             )
             .await?;
@@ -348,6 +370,9 @@ impl Upstreams {
         connector: &str,
         u: &Upstream,
     ) -> Result<Option<SecretString>, MintError> {
+        if connector == IDP_GRANT {
+            return Ok(self.idps.get(org.as_str()).map(|i| i.secret.clone()));
+        }
         secrets::client_secret(&self.ring, org, connector, u).map_err(MintError::Config)
     }
 

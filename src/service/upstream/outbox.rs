@@ -17,7 +17,9 @@ use serde_json::json;
 use super::{Upstreams, secrets};
 use crate::domain::audit::AuditEntry;
 use crate::domain::connector::Strategy;
-use crate::domain::consent::{RevocationItem, RevocationRow, RevocationStatus, TokenKind};
+use crate::domain::consent::{
+    IDP_GRANT, RevocationItem, RevocationRow, RevocationStatus, TokenKind,
+};
 use crate::domain::ports::AuditWriter;
 use crate::domain::ports::PolicyStore;
 use crate::domain::{OrgId, UserId};
@@ -64,11 +66,16 @@ impl Upstreams {
             Ok(c) => c,
             Err(e) => return (RevocationStatus::Pending, Some(format!("store: {e}"))),
         };
-        let Some((c, u)) = connectors
-            .iter()
-            .find(|c| c.id == row.connector && c.strategy != Strategy::BrokerJwt)
-            .and_then(|c| c.upstream.as_ref().map(|u| (c, u)))
-        else {
+        // The person's IdP grant goes back to the org's IdP; any other to its connector's AS.
+        let found = if row.connector == IDP_GRANT {
+            self.idps.get(row.org.as_str()).map(|i| &i.upstream)
+        } else {
+            connectors
+                .iter()
+                .find(|c| c.id == row.connector && c.strategy != Strategy::BrokerJwt)
+                .and_then(|c| c.upstream.as_ref())
+        };
+        let Some(u) = found else {
             return (
                 RevocationStatus::Failed,
                 Some("the connector was deleted; its upstream is unknown".into()),
@@ -86,7 +93,7 @@ impl Upstreams {
             Ok(ep) => ep,
             Err(e) => return (RevocationStatus::Pending, Some(e.to_string())),
         };
-        let secret = match self.client_secret(&row.org, &c.id, u) {
+        let secret = match self.client_secret(&row.org, &row.connector, u) {
             Ok(s) => s,
             Err(e) => return (RevocationStatus::Failed, Some(e.to_string())),
         };

@@ -6,20 +6,20 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{MAX_GRANT_READS, MintError, MintRequest, Upstreams, secrets};
-use crate::domain::consent::{GrantStatus, GrantWrite, StoredGrant, TokenKind};
+use crate::domain::consent::{GrantStatus, GrantWrite, IDP_GRANT, StoredGrant, TokenKind};
 use crate::domain::upstream::Upstream;
 use crate::domain::vault::BusEvent;
-use crate::service::tokens::TokenRecord;
-use crate::upstream::{Endpoints, TokenGrant, UpstreamError};
+use crate::upstream::{Endpoints, TokenGrant, TokenSet, UpstreamError};
 
 impl Upstreams {
-    /// Refreshes with the stored grant (see the module header for the rules).
+    /// Refreshes with the stored grant (see the module header for the rules); the answer as
+    /// the AS gave it.
     pub(super) async fn refresh(
         &self,
         req: &MintRequest<'_>,
         u: &Upstream,
         ep: &Endpoints,
-    ) -> Result<TokenRecord, MintError> {
+    ) -> Result<TokenSet, MintError> {
         let mut last_version = None;
         for _ in 0..MAX_GRANT_READS {
             let Some(grant) = self
@@ -72,7 +72,7 @@ impl Upstreams {
                     self.counters
                         .refreshes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(self.record(req, u, &set));
+                    return Ok(set);
                 }
                 Err(MintError::Upstream(UpstreamError::Refused { ref error, .. }))
                     if grant_refused(error) =>
@@ -102,7 +102,7 @@ impl Upstreams {
         &self,
         req: &MintRequest<'_>,
         grant: &StoredGrant,
-    ) -> Result<TokenRecord, MintError> {
+    ) -> Result<TokenSet, MintError> {
         let now = self.clock.now_ms();
         if self
             .consents
@@ -110,6 +110,10 @@ impl Upstreams {
             .await?
         {
             tracing::warn!(org = %req.org, connector = %req.connector.id, "upstream grant refused: needs re-consent");
+            if req.connector.id == IDP_GRANT {
+                // Not a connector: the connectors that need it say so themselves.
+                return Err(MintError::ConsentRequired);
+            }
             let event = BusEvent {
                 kind: "consent.required".into(),
                 org: req.org.to_string(),

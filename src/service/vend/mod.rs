@@ -230,6 +230,11 @@ impl Vend {
         &self.signer
     }
 
+    /// The upstream service, when upstream connectors are configured.
+    pub fn upstreams(&self) -> Option<&crate::service::upstream::Upstreams> {
+        self.upstreams.as_ref()
+    }
+
     /// The vault key ring (sealing upstream secrets).
     pub fn ring(&self) -> &Arc<KeyRing> {
         &self.ring

@@ -170,6 +170,7 @@ async fn token_exchange_sends_every_rfc8693_field() {
         requested_token_type: Some(TOKEN_TYPE_ACCESS_TOKEN),
         audience: Some("https://api.example"),
         scopes: Some(&scopes),
+        resource: Some("https://api.example/v1"),
     };
     let t = token_at(&client(), &a, &u, grant).await.unwrap();
     assert_eq!(
@@ -185,6 +186,7 @@ async fn token_exchange_sends_every_rfc8693_field() {
             ("subject_token_type", TOKEN_TYPE_JWT),
             ("requested_token_type", TOKEN_TYPE_ACCESS_TOKEN),
             ("audience", "https://api.example"),
+            ("resource", "https://api.example/v1"),
             ("scope", "read admin"),
         ])
     );

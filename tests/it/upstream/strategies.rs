@@ -152,7 +152,7 @@ async fn the_admin_api_validates_upstreams_by_key_and_never_shows_the_secret() {
         ),
         (
             base(
-                "id_jag",
+                "token_exchange",
                 json!({"client_id": "c", "client_secret": "s",
             "issuer": "https://as.example", "id_jag_source": "idp_exchange"}),
             ),

@@ -62,6 +62,14 @@ export function peerTools(prefix) {
 
 // ------------------------------------------------------------------ json ---
 
+// An RFC 6749 invalid_grant whose reason reaches the client: oidc-provider would answer "grant
+// request is invalid" and keep the reason in error_detail.
+export function invalidGrantError(errors, why) {
+  const err = new errors.InvalidGrant(why);
+  err.error_description = why;
+  return err;
+}
+
 export function sendJson(res, status, body, headers = {}) {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
@@ -206,8 +214,11 @@ export async function renderJsonError(ctx, out) {
 //
 // unknownAccount(id) returns why `id` is not a test account (answered as 400
 // unknown_test_account), or undefined; by default every id is an account.
+// refuseLogin(id) returns why a known account may not sign in (the interaction
+// then finishes with access_denied and that error_description, which
+// oidc-provider redirects to the client), or undefined (the default).
 export function autoLogin({
-  interactionPolicy, errors, sendJson: send, log, unknownAccount = () => undefined,
+  interactionPolicy, errors, sendJson: send, log, unknownAccount = () => undefined, refuseLogin = () => undefined,
 }) {
   let nextLogin;
   const targetAccount = (params) => params.login_hint ?? nextLogin;
@@ -246,6 +257,11 @@ export function autoLogin({
       const unknown = unknownAccount(accountId);
       if (unknown !== undefined) {
         return send(res, 400, { error: 'unknown_test_account', error_description: unknown });
+      }
+      const refusal = refuseLogin(accountId);
+      if (refusal !== undefined) {
+        log(`interaction ${interaction.uid}: login of ${accountId} refused: ${refusal}`);
+        return provider.interactionFinished(req, res, { error: 'access_denied', error_description: refusal }, { mergeWithLastSubmission: false });
       }
       if (interaction.session?.accountId && interaction.session.accountId !== accountId) {
         // Switching accounts in an existing browser session: oidc-provider

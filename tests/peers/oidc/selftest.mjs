@@ -3,7 +3,9 @@
 //
 // Starts provider.mjs, then drives it like a test HTTP client would: fetch
 // with manual redirects and a small path-aware cookie jar. The helpers shared
-// with upstream-selftest.mjs are in selftest-common.mjs.
+// with upstream-selftest.mjs are in selftest-common.mjs; the refresh-token and
+// ID-JAG (token exchange) checks, which also start upstream.mjs, are in
+// selftest-id-jag.mjs.
 
 import * as crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -12,11 +14,13 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import {
   CookieJar, REDIRECT, b64u, check, finish, follow, postJson, startPeer,
 } from './selftest-common.mjs';
+import { ID_JAG_AUDIENCES, XAA_CLIENT, runIdJagChecks } from './selftest-id-jag.mjs';
 
 const providerPath = fileURLToPath(new URL('./provider.mjs', import.meta.url));
 const CLIENTS = [
   { client_id: 'rp', client_secret: 'rp-secret', redirect_uris: [REDIRECT] },
   { client_id: 'rp-rs', client_secret: 'rp-rs-secret', redirect_uris: [REDIRECT], id_token_signed_response_alg: 'RS256' },
+  XAA_CLIENT,
 ];
 const ACCOUNTS = {
   u1: { email: 'ann@acme.example', email_verified: true, name: 'Ann', groups: ['Engineering'] },
@@ -64,8 +68,8 @@ async function jwks(disco) {
 }
 
 // Full login: returns the decoded ID token and verification facts.
-async function login(disco, jar, client, { loginHint, tokenAuth = 'basic', label }) {
-  const req = authUrl(disco, client.client_id, { loginHint });
+async function login(disco, jar, client, { loginHint, tokenAuth = 'basic', label, scope }) {
+  const req = authUrl(disco, client.client_id, { loginHint, scope });
   const flow = await follow(jar, req.url);
   if (!flow.redirect) {
     check(`${label}: redirected back to the client`, false, { hops: flow.hops, body: flow.body });
@@ -93,7 +97,9 @@ async function login(disco, jar, client, { loginHint, tokenAuth = 'basic', label
   check(`${label}: nonce`, claims.nonce === req.nonce);
   check(`${label}: iss/aud`, claims.iss === disco.issuer && claims.aud === client.client_id, claims);
   check(`${label}: kid in header`, typeof header.kid === 'string' && header.kid.length > 0, header);
-  return { header, claims, hops: flow.hops, code: q.get('code'), verifier: req.verifier };
+  return {
+    header, claims, hops: flow.hops, code: q.get('code'), verifier: req.verifier, tokens: tok.json,
+  };
 }
 
 // ----------------------------------------------------------------- main ---
@@ -101,6 +107,7 @@ const peer = startPeer(providerPath, {
   OP_PORT: '0',
   OP_CLIENTS: JSON.stringify(CLIENTS),
   OP_ACCOUNTS: JSON.stringify(ACCOUNTS),
+  OP_ID_JAG_AUDIENCES: JSON.stringify(ID_JAG_AUDIENCES),
 }, 'provider');
 
 try {
@@ -212,6 +219,9 @@ try {
     const keys3 = await jwks(disco);
     check('keep_old:false leaves only the current keys', keys3.length === 2 && keys3.some((k) => k.kid === rot3.json.kid), keys3.map((k) => k.kid));
   }
+
+  // Refresh tokens, ID-JAG token exchange, and upstream.mjs redeeming the ID-JAGs.
+  await runIdJagChecks({ issuer, disco, login, rp });
 } catch (err) {
   check('selftest ran without exceptions', false, err.stack ?? String(err));
 } finally {

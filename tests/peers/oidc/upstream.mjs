@@ -21,7 +21,7 @@
 import * as crypto from 'node:crypto';
 
 import {
-  autoLogin, createMemoryAdapter, newCookieKeys, peerTools, readJson, renderJsonError,
+  autoLogin, createMemoryAdapter, invalidGrantError, newCookieKeys, peerTools, readJson, renderJsonError,
   routeConsoleToStderr, servePeer, testCookies,
 } from './peer-common.mjs';
 import {
@@ -133,11 +133,7 @@ const MemoryAdapter = createMemoryAdapter({ perModelRevocation: true });
 
 // ------------------------------------------------------ assertion grants ---
 
-function invalidGrant(why) {
-  const err = new errors.InvalidGrant(why);
-  err.error_description = why;
-  return err;
-}
+const invalidGrant = (why) => invalidGrantError(errors, why);
 
 function joseReason(err) {
   switch (err?.code) {
