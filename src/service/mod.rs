@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod credentials;
 pub mod gateway;
 pub mod introspection;
+pub(crate) mod lock;
 pub mod provisioning;
 pub mod rotation;
 pub mod tokens;

@@ -7,7 +7,7 @@
 //! - the ID token comes from the person's IdP grant ([`IDP_GRANT`]): the refresh token of
 //!   their last OIDC sign-in that asked for `offline_access`, sealed and versioned like any
 //!   grant (a rotated one is stored, compare-and-set, before its ID token is used);
-//! - one holder per person refreshes it at a time (a lock in the shared ephemeral store),
+//! - one holder per person refreshes it at a time (a renewed lock in the shared ephemeral store),
 //!   because an IdP with rotating refresh tokens and reuse detection ends the whole family
 //!   when one is used twice, and two connectors of one person may mint at once;
 //! - a refusal is believed only as `refresh` believes one (a fresh read shows the same
@@ -26,13 +26,14 @@ use crate::domain::connector::{Connector, Strategy};
 use crate::domain::consent::{GrantWrite, IDP_GRANT, IdpGrants};
 use crate::domain::upstream::{ClientAuth, Provider, Upstream};
 use crate::domain::{OrgId, StoreError, UserId};
+use crate::service::lock::HeldLock;
 use crate::upstream::{
     Endpoints, TOKEN_TYPE_ID_JAG, TOKEN_TYPE_ID_TOKEN, TokenGrant, UpstreamError,
 };
 
-/// How long one holder owns the IdP grant's lock (a refresh is one call with a timeout of at
-/// most a few seconds; the compare-and-set, not the lock, keeps the data right).
-const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How long one holder owns the IdP grant's lock without renewing it ([`HeldLock`] renews it
+/// while the holder works; the compare-and-set, not the lock, keeps the data right).
+const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How long a second minter waits for the holder.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 /// How often a waiter tries the lock again.
@@ -111,13 +112,12 @@ impl Upstreams {
         ep: &Endpoints,
     ) -> Result<SecretString, MintError> {
         let key = format!("ab:{{{}/{}}}:lock:{IDP_GRANT}", req.org, req.user);
-        let owner = uuid::Uuid::new_v4().to_string();
         let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            match self.eph.lock(&key, &owner, LOCK_TTL).await {
-                Ok(true) => break,
-                Ok(false) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-                Ok(false) => {
+        let held = loop {
+            match HeldLock::try_take(&self.eph, &key, LOCK_TTL).await {
+                Ok(Some(held)) => break held,
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
+                Ok(None) => {
                     return Err(UpstreamError::Transient {
                         error: "temporarily_unavailable".into(),
                     }
@@ -125,7 +125,7 @@ impl Upstreams {
                 }
                 Err(e) => return Err(StoreError::Unavailable(e.to_string()).into()),
             }
-        }
+        };
         let idp_connector = Connector {
             org: req.org.clone(),
             id: IDP_GRANT.to_string(),
@@ -147,9 +147,7 @@ impl Upstreams {
             now: req.now,
         };
         let result = self.refresh(&at_idp, &idp.upstream, ep).await;
-        if let Err(e) = self.eph.unlock(&key, &owner).await {
-            tracing::debug!(error = %e, "IdP grant lock not released; it lapses");
-        }
+        held.release().await;
         result?
             .id_token
             .ok_or_else(|| unexpected("the IdP's refresh gave no ID token").into())

@@ -15,10 +15,11 @@ use crate::domain::UserId;
 use crate::domain::connector::{Connector, Strategy};
 use crate::domain::consent::TokenKind;
 use crate::domain::vault::CasOutcome;
+use crate::service::lock::HeldLock;
 use crate::service::tokens::{TokenRecord, open, seal};
 use crate::service::upstream::{MintError, MintRequest};
 
-/// How long a holder owns the lock without renewing it.
+/// How long a holder owns the lock without renewing it ([`HeldLock`] renews it).
 const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How often a waiter looks for the holder's result.
 const POLL: Duration = Duration::from_millis(20);
@@ -49,26 +50,11 @@ impl Vend {
     /// Obtains the token once across replicas (see the module header).
     pub(super) async fn upstream_token(&self, m: Miss<'_>) -> Result<Obtained, VendError> {
         let key = format!("ab:{{{}/{}}}:lock:{}", m.req.org, m.user, m.field);
-        let owner = uuid::Uuid::new_v4().to_string();
         let deadline = Instant::now() + LOCK_TTL + Duration::from_secs(5);
         loop {
-            if self.eph.lock(&key, &owner, LOCK_TTL).await? {
-                let renewing = {
-                    let (eph, key, owner) = (self.eph.clone(), key.clone(), owner.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(LOCK_TTL / 3).await;
-                            if !eph.renew(&key, &owner, LOCK_TTL).await.unwrap_or(false) {
-                                break;
-                            }
-                        }
-                    })
-                };
+            if let Some(held) = HeldLock::try_take(&self.eph, &key, LOCK_TTL).await? {
                 let result = self.hold(&m).await;
-                renewing.abort();
-                if let Err(e) = self.eph.unlock(&key, &owner).await {
-                    tracing::debug!(error = %e, "refresh lock not released; it lapses");
-                }
+                held.release().await;
                 return result;
             }
             tokio::time::sleep(POLL).await;
