@@ -196,8 +196,8 @@ pub struct UpstreamSettings {
     pub refresher_interval_ms: u64,
     /// How often queued upstream revocations are delivered (milliseconds, at least 100).
     pub revocation_interval_ms: u64,
-    /// Calls per second to any one upstream (its origin) from this replica; 0 turns the
-    /// budget off.
+    /// Calls per second to any one upstream (its origin), from every replica sharing the
+    /// vault's Redis together; 0 turns the budget off.
     pub rate_per_second: f64,
     /// Calls that may go at once to one upstream after a quiet spell.
     pub rate_burst: u32,

@@ -165,14 +165,17 @@ pub async fn prepare(
         config.broker.signing_key_poll_interval_ms,
     ));
     let upstreams = service::upstream::Upstreams::new(service::upstream::UpstreamParts {
-        client: upstream::UpstreamClient::new(upstream::ClientOptions {
-            budget: upstream::BudgetOptions {
-                per_second: config.upstream.rate_per_second,
-                burst: config.upstream.rate_burst.max(1),
+        client: upstream::UpstreamClient::with_shared_budget(
+            upstream::ClientOptions {
+                budget: upstream::BudgetOptions {
+                    per_second: config.upstream.rate_per_second,
+                    burst: config.upstream.rate_burst.max(1),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
-            ..Default::default()
-        }),
+            eph.clone(),
+        ),
         ring: ring.clone(),
         signer: signer.clone(),
         consents: Arc::new(store.clone()),

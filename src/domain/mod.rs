@@ -14,6 +14,7 @@ pub mod ids;
 pub mod offboarding;
 pub mod policy;
 pub mod ports;
+pub mod rate;
 pub mod text;
 pub mod upstream;
 pub mod vault;

@@ -199,6 +199,21 @@ pub trait Ephemeral: Send + Sync {
     /// Adds one to the counter at `key` (created at 0 with `ttl`, which later additions do
     /// not extend) and returns its new value.
     async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError>;
+    /// Reserves one call against the rate budget at `key`, shared by every replica using
+    /// this store ([`super::rate::reserve`], on the store's clock): the wait before sending,
+    /// or `None` when it would exceed the limit's `max_wait` (nothing is reserved then).
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: &super::rate::RateLimit,
+    ) -> Result<Option<std::time::Duration>, VaultError>;
+    /// Stops the rate budget at `key` for `stop`, or empties it ([`super::rate::throttle`]).
+    async fn throttle_rate(
+        &self,
+        key: &str,
+        stop: Option<std::time::Duration>,
+        limit: &super::rate::RateLimit,
+    ) -> Result<(), VaultError>;
     /// Takes the lock `key` for `owner` (a random token) for `ttl` if nobody holds it.
     async fn lock(
         &self,

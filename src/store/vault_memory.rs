@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::domain::ids::{OrgId, UserId};
+use crate::domain::rate::{self, RateLimit};
 use crate::domain::vault::{
     BusEvent, CasOutcome, EventBus, Projection, ProjectionWrite, Vault, VaultError, VaultRead,
     Written,
@@ -368,16 +369,55 @@ impl crate::domain::vault::Ephemeral for MemoryVault {
         Ok(())
     }
 
+    async fn reserve_rate(
+        &self,
+        key: &str,
+        limit: &RateLimit,
+    ) -> Result<Option<std::time::Duration>, VaultError> {
+        let (mut map, now) = self.live();
+        let now_us = unix_micros();
+        let tat = map.get(key).map_or(0, |(_, v)| be_u64(v));
+        Ok(rate::reserve(tat, now_us, limit).map(|(new_tat, wait)| {
+            let ttl = limit.idle_ttl(new_tat, now_us);
+            map.insert(key.to_string(), (now + ttl, new_tat.to_be_bytes().to_vec()));
+            wait
+        }))
+    }
+
+    async fn throttle_rate(
+        &self,
+        key: &str,
+        stop: Option<std::time::Duration>,
+        limit: &RateLimit,
+    ) -> Result<(), VaultError> {
+        let (mut map, now) = self.live();
+        let now_us = unix_micros();
+        let tat = map.get(key).map_or(0, |(_, v)| be_u64(v));
+        let new_tat = rate::throttle(tat, now_us, stop, limit);
+        let ttl = limit.idle_ttl(new_tat, now_us);
+        map.insert(key.to_string(), (now + ttl, new_tat.to_be_bytes().to_vec()));
+        Ok(())
+    }
+
     async fn count(&self, key: &str, ttl: std::time::Duration) -> Result<u64, VaultError> {
         let (mut map, now) = self.live();
         let (_, value) = map
             .entry(key.to_string())
             .or_insert_with(|| (now + ttl, 0u64.to_be_bytes().to_vec()));
-        let n = <[u8; 8]>::try_from(value.as_slice())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0)
-            + 1;
+        let n = be_u64(value) + 1;
         *value = n.to_be_bytes().to_vec();
         Ok(n)
     }
+}
+
+/// Microseconds since the Unix epoch (the rate budget's clock; 0 before 1970).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A stored big-endian `u64` (0 when the value is not one).
+fn be_u64(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map_or(0, u64::from_be_bytes)
 }

@@ -127,6 +127,19 @@ const USER_AGENT: &str = concat!("auth-broker/", env!("CARGO_PKG_VERSION"));
 impl UpstreamClient {
     /// A client with its own connection pool, breakers, budgets and discovery cache.
     pub fn new(opts: ClientOptions) -> Self {
+        Self::build(opts, None)
+    }
+
+    /// As [`Self::new`], with every origin's rate budget kept in `store` and so shared by
+    /// every replica using it.
+    pub fn with_shared_budget(
+        opts: ClientOptions,
+        store: Arc<dyn crate::domain::vault::Ephemeral>,
+    ) -> Self {
+        Self::build(opts, Some(store))
+    }
+
+    fn build(opts: ClientOptions, store: Option<Arc<dyn crate::domain::vault::Ephemeral>>) -> Self {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -138,7 +151,12 @@ impl UpstreamClient {
             .expect("the rustls HTTP client builds");
         Self {
             inner: Arc::new(Inner {
-                wire: wire::Wire::new(http, opts.breaker, opts.budget),
+                wire: match store {
+                    Some(s) => {
+                        wire::Wire::new(http, opts.breaker, opts.budget).with_shared_budget(s)
+                    }
+                    None => wire::Wire::new(http, opts.breaker, opts.budget),
+                },
                 discovery: discovery::Cache::default(),
                 default_timeout: opts.default_timeout,
             }),

@@ -1,6 +1,11 @@
 //! The one transport of every upstream call: the circuit breaker and the rate budget of the
 //! URL's origin, a time limit on the whole exchange, and a bounded body.
 //!
+//! The breaker is this replica's own (each replica sees its own failures). The budget is
+//! shared by every replica when the client has a shared store ([`Wire::with_shared_budget`]):
+//! the provider's limit is on the sum of their calls. When that store fails, this replica's
+//! own bucket stands in for it.
+//!
 //! Invariants: every request to an upstream goes through [`Wire::send`] (token, revocation and
 //! discovery alike), so the breaker and the budget see all traffic of an origin
 //! (scheme + host + port) and only that origin's: a dead provider opens its own circuit and
@@ -9,7 +14,7 @@
 //! URL's query: only the origin, statuses and error codes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::RETRY_AFTER;
@@ -18,6 +23,8 @@ use reqwest::{Method, RequestBuilder, Url};
 use super::breaker::{Admit, Breaker, BreakerOptions};
 use super::budget::{Budget, BudgetOptions};
 use super::error::{SERVER_ERROR, UNAVAILABLE, UpstreamError};
+use crate::domain::rate::RateLimit;
+use crate::domain::vault::Ephemeral;
 
 /// Largest answer body read from an upstream; token answers are a few hundred bytes, and
 /// discovery documents a few kilobytes.
@@ -80,8 +87,9 @@ impl Limits {
         f(entry)
     }
 
-    /// Asks the breaker, then the budget; refused calls send nothing and take no token.
-    fn admit<'a>(&'a self, origin: &'a str) -> Result<Pass<'a>, UpstreamError> {
+    /// Asks the breaker, then (`local_budget`) this replica's budget; refused calls send
+    /// nothing and take no token.
+    fn admit<'a>(&'a self, origin: &'a str, local_budget: bool) -> Result<Pass<'a>, UpstreamError> {
         let now = Instant::now();
         self.with(origin, now, |o| {
             let probe = match o.breaker.admit(now) {
@@ -89,7 +97,12 @@ impl Limits {
                 Admit::Probe => true,
                 Admit::Pass => false,
             };
-            match o.budget.reserve(now, &self.budget) {
+            let reserved = if local_budget {
+                o.budget.reserve(now, &self.budget)
+            } else {
+                Some(Duration::ZERO)
+            };
+            match reserved {
                 Some(wait) => Ok(Pass {
                     limits: self,
                     origin,
@@ -104,6 +117,14 @@ impl Limits {
                 }
             }
         })
+    }
+}
+
+impl Limits {
+    /// This replica's budget alone (the shared one failed).
+    fn reserve_local(&self, origin: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.with(origin, now, |o| o.budget.reserve(now, &self.budget))
     }
 }
 
@@ -144,6 +165,13 @@ impl Drop for Pass<'_> {
 pub(super) struct Wire {
     http: reqwest::Client,
     limits: Limits,
+    /// The budget every replica shares, and its shape (none when the budget is off).
+    shared: Option<(Arc<dyn Ephemeral>, RateLimit)>,
+}
+
+/// The shared budget's key for an origin (one key, so one Redis Cluster slot).
+fn budget_key(origin: &str) -> String {
+    format!("ab:{{budget:{origin}}}")
 }
 
 /// The origin a URL's breaker and budget are keyed by, e.g. `https://as.example:8443`.
@@ -189,6 +217,27 @@ impl Wire {
                 budget,
                 origins: Mutex::new(HashMap::new()),
             },
+            shared: None,
+        }
+    }
+
+    /// Draws on the budget in `store`, shared with every replica using it.
+    pub fn with_shared_budget(mut self, store: Arc<dyn Ephemeral>) -> Self {
+        let b = &self.limits.budget;
+        self.shared = RateLimit::per_second(b.per_second, b.burst, b.max_wait).map(|l| (store, l));
+        self
+    }
+
+    /// The wait the shared budget gives (or this replica's, when the store fails); `None`:
+    /// refused.
+    async fn reserve_shared(&self, origin: &str) -> Option<Duration> {
+        let (store, limit) = self.shared.as_ref()?;
+        match store.reserve_rate(&budget_key(origin), limit).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::debug!(origin = %origin, error = %e, "shared rate budget unavailable; this replica's stands in");
+                self.limits.reserve_local(origin)
+            }
         }
     }
 
@@ -204,11 +253,23 @@ impl Wire {
     ) -> Result<Raw, UpstreamError> {
         let origin = origin_of(url)?;
         // Debug only: with an open circuit this fires on every call; the opening is a warning.
-        let pass = self.limits.admit(&origin).inspect_err(|e| {
+        let not_sent = |e: &UpstreamError| {
             tracing::debug!(origin = %origin, error = e.code(), "upstream call not sent");
-        })?;
-        if !pass.wait.is_zero() {
-            tokio::time::sleep(pass.wait).await;
+        };
+        let pass = self
+            .limits
+            .admit(&origin, self.shared.is_none())
+            .inspect_err(not_sent)?;
+        let wait = if self.shared.is_some() {
+            // Refused: the pass is dropped unsettled, which frees a probe slot.
+            let wait = self.reserve_shared(&origin).await;
+            wait.ok_or(UpstreamError::RateLimited)
+                .inspect_err(not_sent)?
+        } else {
+            pass.wait
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         let request = build(self.http.request(method, url.clone()));
         let exchange = async {
@@ -236,6 +297,12 @@ impl Wire {
                     500..=599 => Outcome::Down,
                     _ => Outcome::Alive,
                 });
+                if let (429, Some((store, limit))) = (status, &self.shared) {
+                    let stop = after.map(|d| d.min(super::budget::MAX_STOP));
+                    if let Err(e) = store.throttle_rate(&budget_key(&origin), stop, limit).await {
+                        tracing::debug!(origin = %origin, error = %e, "shared rate budget not stopped; this replica's is");
+                    }
+                }
                 let body = body.ok_or_else(|| {
                     tracing::warn!(origin = %origin, status, max = MAX_BODY, "upstream answer too large");
                     UpstreamError::transient(SERVER_ERROR)

@@ -53,6 +53,17 @@ pub async fn setup(strategy: &str, upstream: Value, access_ttl: u64, margin: u64
 /// As [`setup`], with a prepared broker config.
 pub async fn setup_with(config: Config, strategy: &str, upstream: Value, access_ttl: u64) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    setup_on(listener, config, strategy, upstream, access_ttl).await
+}
+
+/// As [`setup_with`], the broker on a listener bound beforehand.
+pub async fn setup_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    strategy: &str,
+    upstream: Value,
+    access_ttl: u64,
+) -> Setup {
     let broker = format!("http://{}", listener.local_addr().unwrap());
     let up = UpstreamAs::start(&broker, access_ttl).await;
     let s = TestServer::start_on(listener, Backend::Postgres, config.clone()).await;

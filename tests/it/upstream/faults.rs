@@ -1,8 +1,9 @@
 //! The upstream's faults, injected by the AS peer: slow answers and 500s (a still-valid token
 //! keeps being served, else 502 with the upstream's code), permanent 4xx (no retry storm),
 //! the circuit breaker (one dead provider slows no other), a missing `expires_in`, a missing
-//! refresh token (the stored one is never replaced by nothing), and a refresh token rotated
-//! by another replica (re-read before the grant is declared dead).
+//! refresh token (the stored one is never replaced by nothing), a refresh token rotated by
+//! another replica (re-read before the grant is declared dead), and the rate budget (one
+//! wave, one broker or two sharing it).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use super::{UpstreamAs, declare, setup, vend, vend_ok};
-use crate::support::engineer_in_group;
+use crate::support::{Backend, TestServer, engineer_in_group};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_failing_upstream_keeps_a_still_valid_token_served_and_502s_otherwise() {
@@ -171,14 +172,18 @@ async fn a_grant_rotated_by_another_replica_is_re_read_not_declared_dead() {
     t.s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wave_of_mints_stays_within_the_upstreams_rate_budget() {
-    // 5 calls a second after a burst of 5: twelve people's first vends at once take the
-    // burst, then wait their turn (within the 2 s a caller may wait), and all succeed.
+/// A broker config whose rate budget is 5 calls a second after a burst of 5.
+async fn five_a_second() -> auth_broker::config::Config {
     let mut config = super::broker_config(60).await;
     config.upstream.rate_per_second = 5.0;
     config.upstream.rate_burst = 5;
-    let t = super::setup_with(config, "id_jag", json!({}), 120).await;
+    config
+}
+
+/// Twelve people's first vends at once, the `i`th through `brokers[i % n]`: all succeed,
+/// each made one `jwt-bearer` call, and seven calls beyond the burst at 5 a second took at
+/// least 1.4 s, not all at once.
+async fn a_wave_is_spread(t: &super::Setup, brokers: &[&TestServer]) {
     let mut people = vec![t.user.clone()];
     for i in 0..11 {
         people.push(
@@ -188,15 +193,40 @@ async fn a_wave_of_mints_stays_within_the_upstreams_rate_budget() {
         );
     }
     let started = Instant::now();
-    let vends = people.iter().map(|p| vend(&t.s, p, "linear"));
+    let vends = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| vend(brokers[i % brokers.len()], p, "linear"));
     let answers = futures_util::future::join_all(vends).await;
     let took = started.elapsed();
     for r in &answers {
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
     assert_eq!(t.up.stats().await["jwt_bearer"], 12);
-    // Seven calls beyond the burst at 5 a second: at least 1.4 s, not all at once.
     assert!(took >= Duration::from_millis(1300), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_mints_stays_within_the_upstreams_rate_budget() {
+    // The burst goes at once, the rest wait their turn (within the 2 s a caller may wait).
+    let t = super::setup_with(five_a_second().await, "id_jag", json!({}), 120).await;
+    a_wave_is_spread(&t, &[&t.s]).await;
+    t.up.stop().await;
+    t.s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_sharing_redis_draw_on_one_rate_budget() {
+    // The provider limits the sum of every replica's calls: six vends on each of two brokers
+    // share one budget. (A budget per broker lets 10 go at once: 0.4 s, measured.)
+    let mut config = five_a_second().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // One issuer for both replicas: the AS trusts the first one's URL.
+    config.broker.issuer = Some(format!("http://{}", listener.local_addr().unwrap()));
+    let t = super::setup_on(listener, config.clone(), "id_jag", json!({}), 120).await;
+    let second = TestServer::start_with(Backend::Postgres, config).await;
+    a_wave_is_spread(&t, &[&t.s, &second]).await;
+    second.stop().await;
     t.up.stop().await;
     t.s.stop().await;
 }

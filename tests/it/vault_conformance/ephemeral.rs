@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_broker::domain::rate::RateLimit;
 use auth_broker::store::vault_memory::MemoryVault;
 use auth_broker::store::vault_redis::RedisVault;
 
@@ -113,6 +114,56 @@ async fn ephemeral_conformance(e: Arc<dyn auth_broker::domain::vault::Ephemeral>
         e.lock(&k("lock"), "after", ttl).await.unwrap(),
         "a lapsed lock is free"
     );
+
+    rate_budget_conformance(&e, &ns).await;
+}
+
+/// The rate budget replicas share: six callers at once against two at once and one every
+/// 200 ms, waiting at most 500 ms: two go now, two are told to wait their turn, two are
+/// refused and reserve nothing; a stop (a 429's `Retry-After`) holds every caller; budgets of
+/// other keys are untouched.
+async fn rate_budget_conformance(e: &Arc<dyn auth_broker::domain::vault::Ephemeral>, ns: &str) {
+    let limit = RateLimit {
+        interval: Duration::from_millis(200),
+        burst: 2,
+        max_wait: Duration::from_millis(500),
+    };
+    let key = format!("{ns}:budget");
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let (e, key) = (e.clone(), key.clone());
+            tokio::spawn(async move { e.reserve_rate(&key, &limit).await.unwrap() })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for c in callers {
+        if let Some(wait) = c.await.unwrap() {
+            granted.push(wait.as_millis());
+        }
+    }
+    granted.sort_unstable();
+    assert_eq!(granted.len(), 4, "{granted:?}");
+    // Each caller's wait is counted from its own moment, a few milliseconds apart.
+    for (got, want) in granted.iter().zip([0, 0, 200, 400]) {
+        assert!(*got <= want && got + 100 >= want, "{granted:?}");
+    }
+    e.throttle_rate(&format!("{ns}:other"), None, &limit)
+        .await
+        .unwrap();
+    let other = e
+        .reserve_rate(&format!("{ns}:other"), &limit)
+        .await
+        .unwrap();
+    assert!(other.is_some_and(|w| w <= limit.interval), "{other:?}");
+    let fresh = e
+        .reserve_rate(&format!("{ns}:fresh"), &limit)
+        .await
+        .unwrap();
+    assert_eq!(fresh, Some(Duration::ZERO));
+    e.throttle_rate(&key, Some(Duration::from_secs(5)), &limit)
+        .await
+        .unwrap();
+    assert_eq!(e.reserve_rate(&key, &limit).await.unwrap(), None, "stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
