@@ -200,6 +200,33 @@ async fn the_org_idp_issues_the_id_jag_and_the_upstream_trusts_it() {
     assert_eq!(vend_ok(&w.s, &w.ann, "linear").await, token);
     assert_eq!(w.jags().await.0, 1);
 
+    // Tenants are walls: a globex gateway key vends nothing of acme's, and Ann's acme session
+    // connects nothing at globex.
+    let r =
+        w.s.gateway(
+            crate::support::GLOBEX_GATEWAY,
+            Method::POST,
+            "/internal/v1/token",
+            Some(json!({"org": "acme", "user": {"id": w.ann}, "connector": "linear"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.body["code"], "org_forbidden");
+    let r = read(
+        b.get(format!("{}/auth/globex/connect/linear", w.s.base()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let to = r.header("location").unwrap_or_default();
+    assert!(
+        !to.starts_with(&w.idp.issuer) && !to.contains("/auth/acme/"),
+        "{} {to}",
+        r.status
+    );
+    assert_eq!(w.jags().await.0, 1);
+
     // The IdP disables Ann: the next mint gets nothing, and her grant needs a new sign-in.
     w.disable(true).await;
     let r = vend(&w.s, &w.ann, "notes").await;
