@@ -118,9 +118,7 @@ impl Limits {
             }
         })
     }
-}
 
-impl Limits {
     /// This replica's budget alone (the shared one failed).
     fn reserve_local(&self, origin: &str) -> Option<Duration> {
         let now = Instant::now();

@@ -21,8 +21,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{MAX_GRANT_READS, MintError, MintRequest, Upstreams, secrets};
-use crate::domain::connector::ActionSet;
-use crate::domain::connector::{Connector, Strategy};
+use crate::domain::connector::{ActionSet, Connector, Strategy};
 use crate::domain::consent::{GrantWrite, IDP_GRANT, IdpGrants};
 use crate::domain::upstream::{ClientAuth, Provider, Upstream};
 use crate::domain::{OrgId, StoreError, UserId};
